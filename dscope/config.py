@@ -1,0 +1,218 @@
+"""Root configuration: load, validate and query ``config/config.json``.
+
+The file is validated as a whole when it is loaded: an unknown key, a wrong
+type or an out-of-range value raises :class:`dscope.errors.ConfigError` whose
+message names the file and the dotted key, e.g.::
+
+    config_invalid: config/config.json: profiles.fast_scan.detection.do2mr_gamma:
+    Input should be greater than 0 (got -1)
+
+Each section's model lives next to the code that uses it; this module only
+composes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from dscope.daemon.config import DaemonConfig
+from dscope.errors import ConfigError
+from dscope.hardware.config import CameraConfig
+from dscope.inspection.calibration import CalibrationParams
+from dscope.inspection.classify import ClassificationParams
+from dscope.inspection.detect import DetectionParams
+from dscope.inspection.localize import LocalizationParams
+from dscope.inspection.preprocess import PreprocessParams
+from dscope.params import StrictModel
+
+#: Folder of the shipped configuration (repository checkout / editable install).
+PACKAGE_ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG_DIR = PACKAGE_ROOT.parent / "config"
+
+
+def config_dir() -> Path:
+    """Folder holding ``config.json`` and ``rules/``; ``DSCOPE_CONFIG_DIR`` overrides it."""
+    env = os.environ.get("DSCOPE_CONFIG_DIR")
+    return Path(env) if env else DEFAULT_CONFIG_DIR
+
+
+def default_config_path() -> Path:
+    return config_dir() / "config.json"
+
+
+class FiberTypeConfig(StrictModel):
+    """A named fiber type: nominal diameters and the rule set that grades it."""
+
+    description: str = ""
+    mode: Literal["sm", "mm", "large_core", "custom"] = "custom"
+    core_um: float = Field(gt=0)
+    cladding_um: float = Field(gt=0)
+    rule_set: str = Field(min_length=1)
+    graded_index: bool = False
+
+    @model_validator(mode="after")
+    def _core_inside_cladding(self):
+        if self.core_um >= self.cladding_um:
+            raise ValueError(f"core_um ({self.core_um}) must be smaller than cladding_um ({self.cladding_um})")
+        return self
+
+
+class ProfileParams(StrictModel):
+    """A processing profile: how hard to look."""
+
+    description: str = ""
+    localization: LocalizationParams
+    detection: DetectionParams
+
+
+class IOConfig(StrictModel):
+    """Which files are images and which images are sane."""
+
+    image_extensions: list[str] = Field(min_length=1)
+    min_image_side_px: int = Field(ge=16)
+    max_image_pixels: int = Field(ge=1024)
+    max_file_bytes: int = Field(ge=1024)
+
+
+class ScaleConfig(StrictModel):
+    """How the micrometre scale is chosen and cross-checked."""
+
+    calibration_file: str = "calibration.json"
+    calibration_disagreement_warn_fraction: float = Field(gt=0, lt=1)
+    default_nominal_cladding_um: float = Field(gt=0)
+
+
+class OutputConfig(StrictModel):
+    """What the batch writes."""
+
+    write_json: bool = True
+    write_annotated: bool = True
+    write_defect_csv: bool = True
+    write_plots: bool = True
+    annotated_max_side_px: int = Field(ge=256)
+    annotated_font_scale: float = Field(gt=0)
+    annotated_line_px: int = Field(ge=1)
+    contour_max_points: int = Field(ge=8)
+    save_zone_crops: bool = False
+
+
+class LoggingConfig(StrictModel):
+    console_level: Literal["debug", "info", "warning", "error"] = "info"
+    file_level: Literal["debug", "info", "warning", "error"] = "debug"
+
+
+class BatchConfig(StrictModel):
+    default_workers: int = Field(ge=0, description="0 = one per CPU core")
+    image_timeout_s: float = Field(gt=0)
+    opencv_threads_per_worker: int = Field(ge=0)
+
+
+class Config(StrictModel):
+    """The whole configuration file."""
+
+    schema_version: Literal[1] = 1
+    default_profile: str
+    default_fiber_type: str
+    fiber_types: dict[str, FiberTypeConfig]
+    io: IOConfig
+    batch: BatchConfig
+    scale: ScaleConfig
+    preprocess: PreprocessParams
+    calibration: CalibrationParams
+    classification: ClassificationParams
+    profiles: dict[str, ProfileParams]
+    output: OutputConfig
+    logging: LoggingConfig
+    daemon: DaemonConfig
+    camera: CameraConfig
+    source_path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("profiles")
+    @classmethod
+    def _needs_standard_profiles(cls, v):
+        missing = {"fast_scan", "deep_inspection"} - set(v)
+        if missing:
+            raise ValueError(f"missing required profiles: {sorted(missing)}")
+        return v
+
+    @model_validator(mode="after")
+    def _defaults_exist(self):
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile {self.default_profile!r} is not one of {sorted(self.profiles)}")
+        if self.default_fiber_type not in self.fiber_types:
+            raise ValueError(
+                f"default_fiber_type {self.default_fiber_type!r} is not one of {sorted(self.fiber_types)}"
+            )
+        return self
+
+    def profile(self, name: str | None = None) -> ProfileParams:
+        name = name or self.default_profile
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ConfigError(
+                "config_invalid", f"unknown profile {name!r}; choose one of {sorted(self.profiles)}"
+            ) from None
+
+    def fiber_type(self, name: str | None = None) -> FiberTypeConfig | None:
+        return self.fiber_types.get(name or self.default_fiber_type)
+
+
+def _format_validation_error(exc: ValidationError, path: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        got = err.get("input")
+        got_s = ""
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        else:
+            msg = err["msg"]
+            if not isinstance(got, (dict, list)):
+                got_s = f" (got {got!r})"
+        lines.append(f"{path}: {key}: {msg}{got_s}")
+    return "; ".join(lines)
+
+
+def strip_comments(data):
+    """Drop every ``"$comment"`` key (documentation inside JSON files), recursively."""
+    if isinstance(data, dict):
+        return {k: strip_comments(v) for k, v in data.items() if k != "$comment"}
+    if isinstance(data, list):
+        return [strip_comments(v) for v in data]
+    return data
+
+
+def parse_config(data: dict, source: str = "<memory>") -> Config:
+    """Validate a config mapping; raise :class:`ConfigError` naming the key and the source.
+
+    ``"$comment"`` keys are allowed anywhere and ignored.
+    """
+    try:
+        cfg = Config.model_validate(strip_comments(data))
+    except ValidationError as exc:
+        raise ConfigError("config_invalid", _format_validation_error(exc, source), file=source) from None
+    return cfg.model_copy(update={"source_path": source})
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load and validate a configuration file (the shipped default when ``path`` is None)."""
+    p = Path(path) if path else default_config_path()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("config_invalid", f"{p}: cannot read config file: {exc.strerror}", file=str(p)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            "config_invalid", f"{p}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(p)
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError("config_invalid", f"{p}: the top level must be a JSON object", file=str(p))
+    return parse_config(data, str(p))

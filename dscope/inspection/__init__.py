@@ -1,0 +1,1 @@
+"""Pure image functions: ndarray in, dataclasses out, no I/O."""

@@ -1,0 +1,9 @@
+"""Calibration (issue 3)."""
+
+from __future__ import annotations
+
+from dscope.params import StrictModel
+
+
+class CalibrationParams(StrictModel):
+    """Settings section; filled in by its issue."""
