@@ -1,0 +1,5 @@
+import sys
+
+from dscope.cli import main
+
+sys.exit(main())
