@@ -112,6 +112,12 @@ class BatchConfig(StrictModel):
     opencv_threads_per_worker: int = Field(ge=0)
 
 
+class PipelineConfig(StrictModel):
+    """Glue between stages."""
+
+    roi_margin_px: int = Field(ge=0, le=512, description="pixels added around the outermost analysed zone")
+
+
 class Config(StrictModel):
     """The whole configuration file."""
 
@@ -123,6 +129,7 @@ class Config(StrictModel):
     batch: BatchConfig
     scale: ScaleConfig
     preprocess: PreprocessParams
+    pipeline: PipelineConfig
     calibration: CalibrationParams
     classification: ClassificationParams
     profiles: dict[str, ProfileParams]
