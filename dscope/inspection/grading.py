@@ -1,0 +1,258 @@
+"""PASS/FAIL grading of measured defects against a rule set (pure).
+
+:func:`grade` is a pure function of (defects, rule set, whether a micrometre
+scale is known): no image, no I/O.  The rules it applies:
+
+* **Class** of a defect: ``scratch`` -> scratch limits, ``crack`` -> crack
+  limits, ``pit``/``chip``/``contamination`` -> defect limits
+  (:data:`dscope.inspection.rules.CLASS_OF_TYPE`).
+* **Size**: width for scratches and cracks, smallest-enclosing-circle diameter
+  for the others (:attr:`Defect.iec_size_um` / ``iec_size_px``), in the rule
+  set's units.  Sizes are **rounded to** ``rule_set.size_decimals`` decimals
+  (default 2, i.e. 0.01 um, the reporting precision) before they are compared
+  with the bin edges, so float noise such as 3.0000000004 um counts as 3 um,
+  exactly at the edge, and a reported "3 um" grades as 3 um.
+* **Zones**: with ``zone_assignment == "touched"`` (the default) a defect
+  counts in every zone it touches (``zones_touched`` plus its centroid
+  ``zone``); with ``"centroid"`` only in its centroid zone.  Zone names the rule
+  set does not have (e.g. outside the outermost zone) are not graded.
+* **Limits**: in each zone, class and bin, ``max_count == 0`` gives one
+  violation per defect in the bin; ``max_count == n`` gives one violation when
+  more than ``n`` defects fall in the bin; ``None`` never fails.
+* **UNGRADED**: a rule set in ``um`` without a micrometre scale; a defect
+  whose size is missing, negative or not finite; a defect of unknown type; no
+  zone left to grade.  Never PASS on missing information.
+
+Images whose localization failed never reach :func:`grade`: the pipeline marks
+them ERROR.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from dscope.errors import DScopeError
+from dscope.inspection.rules import CLASS_OF_TYPE, RULE_CLASSES, Bin, RuleSet, fmt_number
+from dscope.inspection.types import Defect, Grade, Violation
+
+_PLURAL = {"scratch": "scratches", "defect": "defects", "crack": "cracks"}
+_MEASURE = {"scratch": "wide", "crack": "wide", "defect": "diameter"}
+
+
+def defect_zones(defect: Defect, rule_set: RuleSet) -> list[str]:
+    """Zones (of the rule set, inner to outer) in which ``defect`` is counted.
+
+    Examples
+    --------
+    >>> from dscope.inspection.rules import load_rule_set
+    >>> rs = load_rule_set("iec61300-3-35-ed2-sm-pc")
+    >>> d = make_defect("s1", "scratch", "cladding", ["core", "cladding"], 1.0)
+    >>> defect_zones(d, rs)
+    ['core', 'cladding']
+    """
+    if rule_set.zone_assignment == "centroid":
+        wanted = {defect.zone}
+    else:
+        wanted = set(defect.zones_touched or ()) | {defect.zone}
+    return [z for z in rule_set.zone_names if z in wanted]
+
+
+def _size(defect: Defect, rule_set: RuleSet) -> float | None:
+    raw = defect.iec_size_um if rule_set.units == "um" else defect.iec_size_px
+    if raw is None:
+        return None
+    raw = float(raw)
+    if not math.isfinite(raw) or raw < 0:
+        return None
+    return round(raw, rule_set.size_decimals)
+
+
+def _bin_of(bins: Sequence[Bin], size: float) -> int | None:
+    for i, b in enumerate(bins):
+        if b.contains(size):
+            return i
+    return None  # a gap (only possible with allow_bin_gaps): not limited
+
+
+def _single_message(defect: Defect, size: float, b: Bin, cls: str, zone: str, unit: str) -> str:
+    s = f"{defect.type} {fmt_number(size)} {unit} {_MEASURE[cls]}"
+    starts_at_zero = b.lo == 0 and b.min_inclusive
+    if b.max is None and not starts_at_zero:
+        op = ">=" if b.min_inclusive else ">"
+        return f"{s} {op} {fmt_number(b.lo)} {unit} limit in {zone}"
+    if starts_at_zero and b.max is None:
+        return f"{s} in {zone}, no {cls} allowed"
+    return f"{s} in {zone}: {_PLURAL[cls]} {b.describe(unit)} not allowed"
+
+
+def grade(
+    defects: Sequence[Defect],
+    rule_set: RuleSet,
+    *,
+    scale_known: bool,
+    analyzed_zones: Collection[str] | None = None,
+) -> Grade:
+    """Grade measured defects against a rule set.
+
+    Parameters
+    ----------
+    defects : sequence of Defect
+        Measured, classified defects (``zone``, ``zones_touched``, sizes).
+    rule_set : RuleSet
+        The limits to apply.
+    scale_known : bool
+        Whether a micrometre scale was established for the image.  A rule set
+        in ``um`` without a scale gives UNGRADED; a rule set in ``px`` is
+        graded on the ``_px`` sizes either way.
+    analyzed_zones : collection of str, optional
+        Zones the analysis was restricted to (default: all zones of the rule
+        set).  Only these are graded and ``Grade.reason`` names the zones
+        that were not, so a partial analysis never passes silently.
+
+    Returns
+    -------
+    Grade
+        ``status`` PASS / FAIL / UNGRADED; ``violations`` (zone, rule id such
+        as ``"cladding.defect[2,5]"``, sentence, defect ids) in zone, class,
+        bin order; ``reason`` for UNGRADED and for partial analyses.
+
+    Raises
+    ------
+    DScopeError
+        ``bad_argument`` when ``analyzed_zones`` names a zone the rule set does not have.
+
+    Examples
+    --------
+    >>> from dscope.inspection.rules import load_rule_set
+    >>> rs = load_rule_set("iec61300-3-35-ed2-sm-pc")
+    >>> g = grade([make_defect("s1", "scratch", "cladding", ["cladding"], 4.2)], rs, scale_known=True)
+    >>> g.status, g.violations[0].message
+    ('FAIL', 'scratch 4.2 um wide > 3 um limit in cladding')
+    >>> grade([], rs, scale_known=False).status
+    'UNGRADED'
+    """
+    unit = rule_set.units
+    if unit == "um" and not scale_known:
+        return Grade(
+            status="UNGRADED",
+            reason=(
+                f"no micrometre scale: rule set {rule_set.name!r} has limits in um; give --um-per-px, "
+                "--cladding-um, a calibration or an explicit fiber type (or use a rule set in px)"
+            ),
+        )
+    zones = rule_set.zone_names
+    if analyzed_zones is None:
+        graded = list(zones)
+    else:
+        unknown = sorted(set(analyzed_zones) - set(zones))
+        if unknown:
+            raise DScopeError(
+                "bad_argument",
+                f"analyzed zones {unknown} are not zones of rule set {rule_set.name!r} ({', '.join(zones)})",
+            )
+        graded = [z for z in zones if z in set(analyzed_zones)]
+    skipped = [z for z in zones if z not in graded]
+    partial_note = (
+        f"analysis restricted to zones {', '.join(graded)}; zones {', '.join(skipped)} not graded" if skipped else None
+    )
+    if not graded:
+        return Grade(status="UNGRADED", reason=f"no zone of rule set {rule_set.name!r} was analyzed")
+
+    # (zone, class) -> list of (defect, rounded size)
+    buckets: dict[tuple[str, str], list[tuple[Defect, float]]] = {}
+    for d in defects:
+        cls = CLASS_OF_TYPE.get(d.type)
+        if cls is None:
+            return Grade(status="UNGRADED", reason=f"defect {d.id}: unknown type {d.type!r}, cannot be graded")
+        size = _size(d, rule_set)
+        if size is None:
+            return Grade(
+                status="UNGRADED",
+                reason=f"defect {d.id}: no valid size in {unit} (got {d.iec_size_um if unit == 'um' else d.iec_size_px!r})",
+            )
+        for z in defect_zones(d, rule_set):
+            if z in graded:
+                buckets.setdefault((z, cls), []).append((d, size))
+
+    violations: list[Violation] = []
+    for z in graded:
+        for cls in RULE_CLASSES:
+            members = buckets.get((z, cls), [])
+            if not members:
+                continue
+            bins = rule_set.bins(z, cls)
+            per_bin: dict[int, list[tuple[Defect, float]]] = {}
+            for d, size in members:
+                i = _bin_of(bins, size)
+                if i is not None:
+                    per_bin.setdefault(i, []).append((d, size))
+            for i, b in enumerate(bins):
+                inside = per_bin.get(i, [])
+                if b.max_count is None or len(inside) <= b.max_count:
+                    continue
+                rule = f"{z}.{cls}{b.label()}"
+                if b.max_count == 0:
+                    for d, size in inside:
+                        violations.append(
+                            Violation(zone=z, rule=rule, message=_single_message(d, size, b, cls, z, unit), defect_ids=[d.id])
+                        )
+                else:
+                    msg = f"{len(inside)} {_PLURAL[cls]} {b.describe(unit)} in {z}, {b.max_count} allowed"
+                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[d.id for d, _ in inside]))
+    return Grade(status="FAIL" if violations else "PASS", violations=violations, reason=partial_note)
+
+
+def failure_reasons(result: Grade) -> str:
+    """The violations' sentences joined with ``"; "`` (the summary CSV's Failure_Reason(s) column)."""
+    return "; ".join(v.message for v in result.violations)
+
+
+def make_defect(
+    id: str,
+    type: str,
+    zone: str,
+    zones_touched: Sequence[str],
+    size_um: float | None,
+    *,
+    size_px: float | None = None,
+) -> Defect:
+    """A minimal :class:`Defect` for grading (tests, benchmarks, truth-side verdicts).
+
+    ``size_um``/``size_px`` set the IEC size (width for scratch and crack,
+    diameter otherwise); the other measurements are zero.  ``size_px``
+    defaults to ``size_um`` (i.e. one pixel per micrometre) when not given.
+
+    Examples
+    --------
+    >>> make_defect("p1", "pit", "core", ["core"], 1.5).diameter_um
+    1.5
+    """
+    px = size_px if size_px is not None else (size_um if size_um is not None else 0.0)
+    linear = CLASS_OF_TYPE.get(type) in ("scratch", "crack")
+    return Defect(
+        id=id,
+        type=type,
+        zone=zone,
+        zones_touched=list(zones_touched),
+        centroid_px=(0.0, 0.0),
+        contour_px=np.zeros((0, 2), dtype=np.int32),
+        bbox_px=(0, 0, 0, 0),
+        area_px=0.0,
+        length_px=0.0,
+        width_px=px if linear else 0.0,
+        diameter_px=0.0 if linear else px,
+        orientation_deg=0.0,
+        aspect_ratio=1.0,
+        circularity=0.0,
+        solidity=0.0,
+        tortuosity=1.0,
+        contrast=0.0,
+        cnr=0.0,
+        confidence=1.0,
+        detected_by=[],
+        width_um=size_um if linear else None,
+        diameter_um=None if linear else size_um,
+    )
