@@ -1,0 +1,323 @@
+"""Grading is a pure function of (defects, rule set): tested without images.
+
+The edge and count cases are generated from the shipped rule-set files
+themselves, so a new or edited rule set is covered automatically.  The
+expected bin of a size is derived from the edge semantics (which neighbour
+includes the edge), independently of ``Bin.contains``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dscope.errors import DScopeError
+from dscope.inspection.grading import defect_zones, failure_reasons, grade, make_defect
+from dscope.inspection.rules import RULE_CLASSES, list_rule_sets, load_rule_set, parse_rule_set
+
+ALL_NAMES = list_rule_sets(include_placeholders=True)
+#: One defect type per rule class (the "defect" class is walked with each of its types in turn).
+TYPES_OF_CLASS = {"scratch": ("scratch",), "crack": ("crack",), "defect": ("pit", "chip", "contamination")}
+
+
+def _load(name):
+    return load_rule_set(name, allow_placeholder=True)
+
+
+RULE_SETS = {n: _load(n) for n in ALL_NAMES}
+
+
+def _edge_cases():
+    """(rule set, zone, class, size, expected bin index) around every finite bin edge."""
+    cases = []
+    for name, rs in RULE_SETS.items():
+        step = 10.0 ** -rs.size_decimals
+        for zone in rs.zone_names:
+            for cls in RULE_CLASSES:
+                bins = rs.bins(zone, cls)
+                cases.append((name, zone, cls, 0.0, 0, "zero"))
+                for i in range(len(bins) - 1):
+                    edge = bins[i].hi
+                    assert edge == bins[i + 1].lo  # shipped sets have no gaps
+                    at = i if bins[i].max_inclusive else i + 1
+                    cases += [
+                        (name, zone, cls, edge - step, i, "below"),
+                        (name, zone, cls, edge, at, "at"),
+                        (name, zone, cls, edge + 1e-9, at, "at+float-noise"),
+                        (name, zone, cls, edge - 1e-9, at, "at-float-noise"),
+                        (name, zone, cls, edge + step, i + 1, "above"),
+                    ]
+    return cases
+
+
+EDGE_CASES = _edge_cases()
+
+
+def test_every_shipped_rule_set_has_edges_to_walk():
+    names_with_edges = {c[0] for c in EDGE_CASES if c[5] == "at"}
+    assert set(ALL_NAMES) == names_with_edges
+    assert {"iec61300-3-35-ed2-sm-pc", "iec61300-3-35-ed2-sm-apc", "iec61300-3-35-ed2-mm"} <= set(ALL_NAMES)
+
+
+@pytest.mark.parametrize("name,zone,cls,size,expected_bin,where", EDGE_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[5]}-{c[3]:.4g}" for c in EDGE_CASES])
+def test_bin_edges(name, zone, cls, size, expected_bin, where):
+    rs = RULE_SETS[name]
+    b = rs.bins(zone, cls)[expected_bin]
+    for k, dtype in enumerate(TYPES_OF_CLASS[cls]):
+        d = make_defect(f"d{k}", dtype, zone, [zone], size)
+        g = grade([d], rs, scale_known=True)
+        if b.max_count == 0:
+            assert g.status == "FAIL"
+            assert len(g.violations) == 1
+            v = g.violations[0]
+            assert v.zone == zone and v.defect_ids == [d.id]
+            assert v.rule == f"{zone}.{cls}{b.label()}"
+            assert zone in v.message and dtype in v.message
+        else:  # a single defect never breaks a limit of >= 1 or no limit
+            assert g.status == "PASS", g.violations
+            assert g.violations == []
+
+
+def _count_cases():
+    cases = []
+    for name, rs in RULE_SETS.items():
+        step = 10.0 ** -rs.size_decimals
+        for zone in rs.zone_names:
+            for cls in RULE_CLASSES:
+                for i, b in enumerate(rs.bins(zone, cls)):
+                    size = (b.lo + b.hi) / 2 if math.isfinite(b.hi) else b.lo + 1.0
+                    if not b.min_inclusive and size <= b.lo + step:
+                        size = b.lo + step
+                    cases.append((name, zone, cls, i, round(size, rs.size_decimals)))
+    return cases
+
+
+COUNT_CASES = _count_cases()
+
+
+@pytest.mark.parametrize("name,zone,cls,bin_index,size", COUNT_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-bin{c[3]}" for c in COUNT_CASES])
+def test_count_limits_n_and_n_plus_1(name, zone, cls, bin_index, size):
+    rs = RULE_SETS[name]
+    b = rs.bins(zone, cls)[bin_index]
+    dtype = TYPES_OF_CLASS[cls][bin_index % len(TYPES_OF_CLASS[cls])]
+
+    def defects(k):
+        return [make_defect(f"d{j}", dtype, zone, [zone], size) for j in range(k)]
+
+    if b.max_count is None:
+        g = grade(defects(60), rs, scale_known=True)
+        assert g.status == "PASS"
+        return
+    n = b.max_count
+    ok = grade(defects(n), rs, scale_known=True)
+    assert ok.status == "PASS", ok.violations
+    bad = grade(defects(n + 1), rs, scale_known=True)
+    assert bad.status == "FAIL"
+    assert all(v.rule == f"{zone}.{cls}{b.label()}" for v in bad.violations)
+    if n == 0:
+        assert len(bad.violations) == 1 and bad.violations[0].defect_ids == ["d0"]
+    else:
+        assert len(bad.violations) == 1
+        v = bad.violations[0]
+        assert sorted(v.defect_ids) == sorted(f"d{j}" for j in range(n + 1))
+        assert v.message.startswith(f"{n + 1} ") and v.message.endswith(f"in {zone}, {n} allowed")
+
+
+def test_messages_match_the_issue_wording():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    g = grade([make_defect("s1", "scratch", "cladding", ["cladding"], 4.2)], rs, scale_known=True)
+    assert [v.message for v in g.violations] == ["scratch 4.2 um wide > 3 um limit in cladding"]
+    pits = [make_defect(f"p{i}", "pit", "cladding", ["cladding"], 3.0) for i in range(6)]
+    g = grade(pits, rs, scale_known=True)
+    assert [v.message for v in g.violations] == ["6 defects of 2-5 um in cladding, 5 allowed"]
+    assert g.violations[0].rule == "cladding.defect[2,5]"
+    assert failure_reasons(g) == "6 defects of 2-5 um in cladding, 5 allowed"
+
+
+def test_counts_are_per_bin_not_per_class():
+    """5 defects of 2-5 um plus any number < 2 um pass; the bins are counted separately."""
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    bins = rs.bins("cladding", "defect")
+    capped = [b for b in bins if b.max_count]
+    unlimited = [b for b in bins if b.max_count is None]
+    assert capped and unlimited
+    b, u = capped[0], unlimited[0]
+    mid = (b.lo + b.hi) / 2
+    small = u.lo + (u.hi - u.lo) / 2
+    ds = [make_defect(f"a{i}", "pit", "cladding", ["cladding"], mid) for i in range(b.max_count)]
+    ds += [make_defect(f"b{i}", "contamination", "cladding", ["cladding"], small) for i in range(30)]
+    assert grade(ds, rs, scale_known=True).status == "PASS"
+    ds.append(make_defect("x", "chip", "cladding", ["cladding"], mid))
+    assert grade(ds, rs, scale_known=True).status == "FAIL"
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_multi_zone_scratch_counts_in_every_touched_zone(name):
+    rs = RULE_SETS[name]
+    centroid_rs = rs.model_copy(update={"zone_assignment": "centroid"})
+    zones = rs.zone_names
+    for z1, z2 in zip(zones, zones[1:]):
+        for cls in ("scratch", "defect", "crack"):
+            dtype = TYPES_OF_CLASS[cls][0]
+            sizes = sorted({b.lo for b in rs.bins(z1, cls)} | {b.lo for b in rs.bins(z2, cls)} | {0.5})
+            for size in sizes:
+                d = make_defect("m", dtype, z2, [z1, z2], size)
+                forbidden = {
+                    z for z in (z1, z2)
+                    if any(b.max_count == 0 and b.contains(round(size, rs.size_decimals)) for b in rs.bins(z, cls))
+                }
+                g = grade([d], rs, scale_known=True)
+                assert {v.zone for v in g.violations} == forbidden
+                assert all(v.defect_ids == ["m"] for v in g.violations)
+                gc = grade([d], centroid_rs, scale_known=True)
+                assert {v.zone for v in gc.violations} == forbidden & {z2}
+
+
+def test_touched_is_stricter_than_centroid_on_a_core_crossing_scratch():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    assert rs.zone_assignment == "touched"  # the documented default
+    d = make_defect("s", "scratch", "cladding", ["core", "cladding"], 1.0)
+    assert defect_zones(d, rs) == ["core", "cladding"]
+    g = grade([d], rs, scale_known=True)
+    assert g.status == "FAIL" and [v.zone for v in g.violations] == ["core"]
+    c = rs.model_copy(update={"zone_assignment": "centroid"})
+    assert defect_zones(d, c) == ["cladding"]
+    assert grade([d], c, scale_known=True).status == "PASS"
+
+
+def test_count_in_multiple_zones_counts_each_zone():
+    """APC core allows 4 scratches <= 3 um: 5 scratches crossing core and cladding break it."""
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-apc"]
+    capped = [b for b in rs.bins("core", "scratch") if b.max_count]
+    assert capped
+    b = capped[0]
+    size = (b.lo + b.hi) / 2
+    ds = [make_defect(f"s{i}", "scratch", "cladding", ["core", "cladding"], size) for i in range(b.max_count + 1)]
+    g = grade(ds, rs, scale_known=True)
+    assert g.status == "FAIL"
+    assert [v.zone for v in g.violations] == ["core"]
+    assert len(g.violations[0].defect_ids) == b.max_count + 1
+
+
+def test_zones_outside_the_rule_set_are_not_graded():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    d = make_defect("o", "pit", "outside", ["outside"], 50.0)
+    assert grade([d], rs, scale_known=True).status == "PASS"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_NAMES if RULE_SETS[n].units == "um"])
+def test_pixel_only_path_is_ungraded(name):
+    rs = RULE_SETS[name]
+    zone = rs.zone_names[0]
+    for defects in ([], [make_defect("c", "crack", zone, [zone], None, size_px=9.0)]):
+        g = grade(defects, rs, scale_known=False)
+        assert g.status == "UNGRADED"
+        assert g.violations == []
+        assert "scale" in g.reason and rs.name in g.reason
+
+
+def _px_rule_set(um_name: str, px_per_um: float):
+    """A px rule set made from an um one (zones and edges multiplied by px_per_um)."""
+    data = RULE_SETS[um_name].model_dump(mode="json")
+    data["name"] = "px-variant"
+    data["units"] = "px"
+    for z in data["zones"]:
+        z["inner_px"], z["outer_px"] = z.pop("inner_um") * px_per_um, z.pop("outer_um") * px_per_um
+    for zl in data["limits"].values():
+        for bins in zl.values():
+            for b in bins or []:
+                b["min"] = None if b["min"] is None else b["min"] * px_per_um
+                b["max"] = None if b["max"] is None else b["max"] * px_per_um
+    return parse_rule_set(data)
+
+
+def test_px_rule_set_grades_without_a_scale_on_pixel_sizes():
+    k = 2.0
+    um_rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    px_rs = _px_rule_set("iec61300-3-35-ed2-sm-pc", k)
+    assert px_rs.units == "px"
+    assert [z.outer_um for z in px_rs.zone_defs()] == [z.outer_um * k for z in um_rs.zone_defs()]
+    assert px_rs.zone_px_per_um(3.7) == 1.0 and um_rs.zone_px_per_um(3.7) == 3.7
+    for zone in um_rs.zone_names:
+        for cls in RULE_CLASSES:
+            dtype = TYPES_OF_CLASS[cls][0]
+            for b in um_rs.bins(zone, cls):
+                size_um = b.lo + 0.5 if b.max is None else (b.lo + b.hi) / 2
+                # um size deliberately absent: a px rule set must use the px size
+                d = make_defect("p", dtype, zone, [zone], None, size_px=size_um * k)
+                g = grade([d], px_rs, scale_known=False)
+                ref = grade([make_defect("p", dtype, zone, [zone], size_um)], um_rs, scale_known=True)
+                assert g.status == ref.status
+                assert [v.zone for v in g.violations] == [v.zone for v in ref.violations]
+                assert all(" px" in v.message and " um" not in v.message for v in g.violations)
+
+
+def test_missing_or_invalid_sizes_are_ungraded_never_pass():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    for bad in (None, float("nan"), float("inf"), -1.0):
+        g = grade([make_defect("q", "pit", "cladding", ["cladding"], bad)], rs, scale_known=True)
+        assert g.status == "UNGRADED" and "q" in g.reason
+    g = grade([make_defect("t", "blob", "cladding", ["cladding"], 1.0)], rs, scale_known=True)
+    assert g.status == "UNGRADED" and "blob" in g.reason
+
+
+def test_analyzed_zones_restricts_grading_and_says_so():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    d = make_defect("s", "scratch", "cladding", ["cladding"], 50.0)
+    full = grade([d], rs, scale_known=True)
+    assert full.status == "FAIL" and full.reason is None
+    only_core = grade([d], rs, scale_known=True, analyzed_zones=["core"])
+    assert only_core.status == "PASS"
+    assert "cladding" in only_core.reason and "not graded" in only_core.reason
+    assert grade([d], rs, scale_known=True, analyzed_zones=["cladding"]).status == "FAIL"
+    empty = grade([d], rs, scale_known=True, analyzed_zones=[])
+    assert empty.status == "UNGRADED"
+    with pytest.raises(DScopeError) as ei:
+        grade([d], rs, scale_known=True, analyzed_zones=["ferrule"])
+    assert ei.value.code == "bad_argument" and "ferrule" in ei.value.message
+
+
+def test_omitted_crack_limits_mean_none_allowed():
+    data = RULE_SETS["iec61300-3-35-ed2-sm-pc"].model_dump(mode="json")
+    data["name"] = "no-crack-bins"
+    for zl in data["limits"].values():
+        zl.pop("crack")
+    rs = parse_rule_set(data)
+    scratch_ok_zones = 0
+    for zone in rs.zone_names:
+        g = grade([make_defect("c", "crack", zone, [zone], 0.5)], rs, scale_known=True)
+        assert g.status == "FAIL" and g.violations[0].zone == zone
+        # the zone's scratch limits are not borrowed for cracks
+        if grade([make_defect("s", "scratch", zone, [zone], 0.5)], rs, scale_known=True).status == "PASS":
+            scratch_ok_zones += 1
+    assert scratch_ok_zones >= 1
+
+
+def test_bin_gaps_are_not_limited_when_allowed():
+    data = RULE_SETS["iec61300-3-35-ed2-sm-pc"].model_dump(mode="json")
+    data["name"] = "gappy"
+    data["allow_bin_gaps"] = True
+    data["limits"]["cladding"]["defect"] = [
+        {"min": 2, "min_inclusive": True, "max": 5, "max_inclusive": True, "max_count": 0}
+    ]
+    rs = parse_rule_set(data)
+    assert grade([make_defect("a", "pit", "cladding", ["cladding"], 1.0)], rs, scale_known=True).status == "PASS"
+    assert grade([make_defect("a", "pit", "cladding", ["cladding"], 9.0)], rs, scale_known=True).status == "PASS"
+    assert grade([make_defect("a", "pit", "cladding", ["cladding"], 2.0)], rs, scale_known=True).status == "FAIL"
+
+
+def test_violations_are_ordered_by_zone_then_class():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    ds = [
+        make_defect("c1", "chip", "contact", ["contact"], 40.0),
+        make_defect("k1", "crack", "cladding", ["cladding"], 1.0),
+        make_defect("p1", "pit", "core", ["core"], 1.0),
+        make_defect("s1", "scratch", "cladding", ["cladding"], 9.0),
+    ]
+    g = grade(ds, rs, scale_known=True)
+    order = [(rs.zone_names.index(v.zone), RULE_CLASSES.index(v.rule.split(".")[1].split("[")[0].split("(")[0]))
+             for v in g.violations]
+    assert order == sorted(order) and len(order) == 4
