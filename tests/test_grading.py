@@ -321,3 +321,43 @@ def test_violations_are_ordered_by_zone_then_class():
     order = [(rs.zone_names.index(v.zone), RULE_CLASSES.index(v.rule.split(".")[1].split("[")[0].split("(")[0]))
              for v in g.violations]
     assert order == sorted(order) and len(order) == 4
+
+
+# -- truth side of the end-to-end benchmark (synthetic images with exact ground truth) ----------
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_grading.py"
+    spec = importlib.util.spec_from_file_location("bench_grading", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_truth_verdict_from_synthetic_ground_truth():
+    synth = pytest.importorskip("dscope.synth")
+    bench = _bench_module()
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    base = dict(width=480, height=360, fiber_type="sm-pc", um_per_px=125.0 / 200, noise_sigma=1.5, seed=3)
+    img, truth = synth.render(synth.SynthSpec(**base))
+    assert truth.has_fiber and truth.defects == []
+    assert bench.truth_verdict(truth, rs)[0] == "PASS"
+    assert bench.zones_agree(truth, rs)
+
+    pit = synth.DefectSpec(type="pit", zone="core", size_um=6.0, contrast=70.0)
+    img, truth = synth.render(synth.SynthSpec(**base, defects=[pit]))
+    assert len(truth.defects) == 1 and truth.defects[0].detectable
+    status, g = bench.truth_verdict(truth, rs)
+    assert status == "FAIL"
+    assert "core" in {v.zone for v in g.violations}
+    assert all(v.defect_ids == [f"t{truth.defects[0].id}"] for v in g.violations)
+    # undetectable defects are left out of the truth verdict
+    faint = synth.DefectSpec(type="pit", zone="core", size_um=6.0, contrast=0.5)
+    img, truth = synth.render(synth.SynthSpec(**base, defects=[faint]))
+    assert truth.defects and not truth.defects[0].detectable
+    assert bench.truth_verdict(truth, rs)[0] == "PASS"
+    assert bench.truth_verdict(truth, rs, detectable_only=False)[0] == "FAIL"
+    # no fiber: the truth verdict is ERROR, never PASS
+    img, truth = synth.render(synth.SynthSpec(width=320, height=240, has_fiber=False, seed=1))
+    assert bench.truth_verdict(truth, rs)[0] == "ERROR"
