@@ -361,3 +361,12 @@ def test_truth_verdict_from_synthetic_ground_truth():
     # no fiber: the truth verdict is ERROR, never PASS
     img, truth = synth.render(synth.SynthSpec(width=320, height=240, has_fiber=False, seed=1))
     assert bench.truth_verdict(truth, rs)[0] == "ERROR"
+
+
+def test_defects_outside_graded_zones_do_not_block_grading():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    unsized_outside = make_defect("u", "pit", "outside", ["outside"], None)
+    assert grade([unsized_outside], rs, scale_known=True).status == "PASS"
+    unsized_contact = make_defect("u", "pit", "contact", ["contact"], None)
+    assert grade([unsized_contact], rs, scale_known=True).status == "UNGRADED"
+    assert grade([unsized_contact], rs, scale_known=True, analyzed_zones=["core"]).status == "PASS"

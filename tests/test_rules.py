@@ -315,3 +315,23 @@ def test_cli_schema_check(capsys):
     assert main(["rules", "schema", "--check"]) == 0
     assert main(["rules", "schema"]) == 0
     assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["$id"]
+
+
+def test_edges_finer_than_the_size_precision_are_rejected(sm_pc_data):
+    sm_pc_data["limits"]["cladding"]["scratch"][0]["max"] = 3.005
+    sm_pc_data["limits"]["cladding"]["scratch"][1]["min"] = 3.005
+    msg = _invalid(sm_pc_data)
+    assert "limits.cladding.scratch[0].max" in msg and "size_decimals" in msg
+    sm_pc_data["size_decimals"] = 3
+    assert parse_rule_set(sm_pc_data).size_decimals == 3
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import dscope.inspection.grading as grading_mod
+    import dscope.inspection.rules as rules_mod
+
+    for mod in (rules_mod, grading_mod):
+        res = doctest.testmod(mod)
+        assert res.attempted > 0 and res.failed == 0, mod.__name__

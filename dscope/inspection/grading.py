@@ -19,9 +19,9 @@ scale is known): no image, no I/O.  The rules it applies:
 * **Limits**: in each zone, class and bin, ``max_count == 0`` gives one
   violation per defect in the bin; ``max_count == n`` gives one violation when
   more than ``n`` defects fall in the bin; ``None`` never fails.
-* **UNGRADED**: a rule set in ``um`` without a micrometre scale; a defect
-  whose size is missing, negative or not finite; a defect of unknown type; no
-  zone left to grade.  Never PASS on missing information.
+* **UNGRADED**: a rule set in ``um`` without a micrometre scale; a defect in
+  a graded zone whose size is missing, negative or not finite, or whose type
+  is unknown; no zone left to grade.  Never PASS on missing information.
 
 Images whose localization failed never reach :func:`grade`: the pipeline marks
 them ERROR.
@@ -163,19 +163,20 @@ def grade(
 
     # (zone, class) -> list of (defect, rounded size)
     buckets: dict[tuple[str, str], list[tuple[Defect, float]]] = {}
+    graded_set = set(graded)
     for d in defects:
+        counted_in = [z for z in defect_zones(d, rule_set) if z in graded_set]
+        if not counted_in:
+            continue  # outside every graded zone
         cls = CLASS_OF_TYPE.get(d.type)
         if cls is None:
             return Grade(status="UNGRADED", reason=f"defect {d.id}: unknown type {d.type!r}, cannot be graded")
         size = _size(d, rule_set)
         if size is None:
-            return Grade(
-                status="UNGRADED",
-                reason=f"defect {d.id}: no valid size in {unit} (got {d.iec_size_um if unit == 'um' else d.iec_size_px!r})",
-            )
-        for z in defect_zones(d, rule_set):
-            if z in graded:
-                buckets.setdefault((z, cls), []).append((d, size))
+            raw = d.iec_size_um if unit == "um" else d.iec_size_px
+            return Grade(status="UNGRADED", reason=f"defect {d.id}: no valid size in {unit} (got {raw!r})")
+        for z in counted_in:
+            buckets.setdefault((z, cls), []).append((d, size))
 
     violations: list[Violation] = []
     for z in graded:

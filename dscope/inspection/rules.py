@@ -229,8 +229,18 @@ class RuleSet(StrictModel):
         for zname, zl in self.limits.items():
             for cls in RULE_CLASSES:
                 bins = getattr(zl, cls)
-                if bins is not None:
-                    problems.extend(_check_bins(bins, f"limits.{zname}.{cls}", self.allow_bin_gaps))
+                if bins is None:
+                    continue
+                key = f"limits.{zname}.{cls}"
+                problems.extend(_check_bins(bins, key, self.allow_bin_gaps))
+                for i, b in enumerate(bins):
+                    for edge_name in ("min", "max"):
+                        edge = getattr(b, edge_name)
+                        if edge is not None and round(edge, self.size_decimals) != edge:
+                            problems.append(
+                                f"{key}[{i}].{edge_name}: {edge!r} has more decimals than size_decimals "
+                                f"({self.size_decimals}); sizes are rounded to that precision before comparison"
+                            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
