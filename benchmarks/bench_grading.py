@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     streams = {s: scenario_specs(args.seed, args.n, s, width=args.width, height=args.height) for s in set(scenarios)}
     rows = []
-    t_render = t_pipe = 0.0
+    t_render = t_pipe = t_grade = 0.0
     for i in range(args.n):
         spec = next(streams[scenarios[i % len(scenarios)]])
         t0 = time.perf_counter()
@@ -131,7 +131,9 @@ def main(argv=None) -> int:
         if rs is None:
             print(f"image {i}: fiber type {ft!r} has no rule set in config.json; skipped", file=sys.stderr)
             continue
+        t0 = time.perf_counter()
         tv, tg = truth_verdict(truth, rs)
+        t_grade += time.perf_counter() - t0
         tv_all, _ = truth_verdict(truth, rs, detectable_only=False)
         row = {
             "index": i, "scenario": spec.scenario, "seed": spec.seed, "fiber_type": ft, "rule_set": rs.name, "has_fiber": truth.has_fiber,
@@ -160,6 +162,7 @@ def main(argv=None) -> int:
         "truth_changes_if_undetectable_counted": sum(r["truth"] != r["truth_all_defects"] for r in rows),
         "zone_table_mismatches": sum(not r["zones_agree"] for r in rows),
         "render_s_per_image": t_render / max(n, 1),
+        "truth_grade_s_per_image": t_grade / max(n, 1),
     }
     if pipeline is not None and n:
         agree = sum(r["pipeline"] == r["truth"] for r in rows)
@@ -195,7 +198,8 @@ def main(argv=None) -> int:
         print(f"pipeline: {summary['pipeline_s_per_image']:.3f} s/image; errors: {summary['pipeline_errors']}")
     elif "pipeline_unavailable" in summary:
         print(f"pipeline unavailable: {summary['pipeline_unavailable']}")
-    print(f"render: {summary['render_s_per_image']:.3f} s/image")
+    print(f"render: {summary['render_s_per_image']:.3f} s/image; truth-side grade(): "
+          f"{summary['truth_grade_s_per_image'] * 1e3:.3f} ms/image")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2, default=str))
         print(f"wrote {args.json}")
