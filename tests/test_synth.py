@@ -12,6 +12,7 @@ import pytest
 from dscope.errors import DScopeError
 from dscope.inspection.types import DEFECT_TYPES, ZONE_NAMES
 from dscope.synth import (
+    LOCALIZATION_CONDITIONS,
     SCENARIOS,
     DefectSpec,
     SynthSpec,
@@ -233,6 +234,35 @@ def test_every_scenario_renders(scenario):
             assert not t.has_fiber and t.geometry() is None and not t.labels.any()
         elif scenario != "demo":
             assert t.has_fiber and 0 < t.in_frame_fraction <= 1
+
+
+@pytest.mark.parametrize("condition", LOCALIZATION_CONDITIONS)
+def test_localization_conditions(condition):
+    for i in range(3):
+        spec = random_spec(np.random.default_rng([17, i]), "localization", condition=condition, width=W, height=H)
+        img, t = render(spec)
+        assert spec.tags == ("localization", condition)
+        assert t.has_fiber and img.shape == (H, W)
+        if condition == "partly_outside":
+            assert 0.25 <= t.in_frame_fraction < 0.97
+        elif condition in ("off_center", "small_fiber"):
+            assert t.in_frame_fraction > 0.98
+        if condition == "off_center":
+            assert math.hypot(*spec.center_offset_px) > 10
+        if condition == "low_contrast":
+            assert spec.glass_contrast <= 14
+        if condition == "ellipse":
+            assert t.ellipse is not None and 1.1 <= t.ellipse.axis_ratio <= 1.4
+        if condition == "small_fiber":
+            assert 2 * t.cladding_radius_px <= 131
+        if condition == "edge_particles":
+            assert sum(d.type == "contamination" and d.touches_cladding_edge for d in t.defects) >= 1
+
+
+def test_pits_never_straddle_the_cladding_edge():
+    for spec in scenario_specs(11, 6, "pit", width=W, height=H):
+        _, t = render(spec)
+        assert not any(d.touches_cladding_edge for d in t.defects)
 
 
 def test_sixteen_bit_output_matches_eight_bit():

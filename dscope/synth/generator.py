@@ -38,6 +38,8 @@ SUPERSAMPLE = 4
 _SS_MAX_PIXELS = 4_000_000
 #: Fraction of the peak coverage at or above which a pixel belongs to a defect's mask.
 MASK_ALPHA = 0.5
+#: Relative slow variation of the contrast along scratches and cracks (1 sigma).
+LINE_CONTRAST_VARIATION = 0.15
 #: Placement attempts per defect before falling back to another zone / dropping it.
 PLACEMENT_ATTEMPTS = 40
 #: Free margin kept between two defects' masks (px).
@@ -264,20 +266,24 @@ def _texture(rng, H: int, W: int, scale_px: float) -> np.ndarray:
     return cv2.resize(t, (W, H), interpolation=cv2.INTER_LINEAR)[:H, :W]
 
 
-def _gain(spec: SynthSpec, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Multiplicative illumination: linear gradient times radial vignetting."""
-    W, H = spec.width, spec.height
-    g = np.float32(1.0)
-    if spec.illum_gradient:
-        th = math.radians(spec.illum_gradient_angle_deg)
-        half = 0.5 * max(W, H)
-        g = g + np.float32(spec.illum_gradient / 2.0) * (
-            ((xs - W / 2) * math.cos(th) + (ys - H / 2) * math.sin(th)) / half
-        ).astype(np.float32)
-    if spec.vignetting:
-        r2 = ((xs - W / 2) ** 2).astype(np.float32) + ((ys - H / 2) ** 2).astype(np.float32)
-        g = g * (1.0 - np.float32(spec.vignetting) * r2 / np.float32((W / 2) ** 2 + (H / 2) ** 2))
-    return g
+def _gain(spec: SynthSpec, H: int, W: int):
+    """Multiplicative illumination (linear gradient times radial vignetting), or a scalar 1.
+
+    Both factors are separable sums in x and y, so the full frame costs three
+    broadcast operations.
+    """
+    if not spec.illum_gradient and not spec.vignetting:
+        return np.float32(1.0)
+    x = np.arange(W, dtype=np.float32) - np.float32(W / 2)
+    y = np.arange(H, dtype=np.float32) - np.float32(H / 2)
+    th = math.radians(spec.illum_gradient_angle_deg)
+    k = np.float32(spec.illum_gradient / 2.0 / (0.5 * max(W, H)))
+    lin = (1.0 + k * math.cos(th) * x)[None, :] + (k * math.sin(th) * y)[:, None]
+    if not spec.vignetting:
+        return lin
+    v = np.float32(spec.vignetting / ((W / 2) ** 2 + (H / 2) ** 2))
+    vig = (1.0 - v * x * x)[None, :] - (v * y * y)[:, None]
+    return lin * vig if spec.illum_gradient else vig
 
 
 def _levels(spec: SynthSpec) -> tuple[float, float, float]:
@@ -302,9 +308,7 @@ def _no_fiber(spec: SynthSpec, rng) -> tuple[np.ndarray, float]:
         base = np.float32(spec.ferrule_level) + np.float32(spec.ferrule_texture) * _texture(rng, H, W, spec.texture_scale_px)
         if spec.ferrule_mottle:
             base += np.float32(spec.ferrule_mottle) * _noise_field(rng, H, W, _MOTTLE_CELL_PX)
-        xs = np.arange(W, dtype=np.float32)[None, :]
-        ys = np.arange(H, dtype=np.float32)[:, None]
-        base = base * _gain(spec, xs, ys)
+        base = base * _gain(spec, H, W)
     return base, spec.noise_sigma
 
 
@@ -314,14 +318,24 @@ def _finish(spec: SynthSpec, clean: np.ndarray, rng, noise_sigma: float) -> np.n
     if noise_sigma > 0 or spec.shot_noise > 0:
         n = rng.standard_normal((H, W), dtype=np.float32)
         if spec.shot_noise > 0:
-            std = np.sqrt(np.float32(noise_sigma**2) + np.float32(spec.shot_noise) * np.maximum(clean, 0))
-            clean = clean + n * std
+            std = np.maximum(clean, 0)
+            std *= np.float32(spec.shot_noise)
+            std += np.float32(noise_sigma**2)
+            np.sqrt(std, out=std)
+            n *= std
         else:
-            clean = clean + n * np.float32(noise_sigma)
+            n *= np.float32(noise_sigma)
+        n += clean
+        clean = n
     if spec.bit_depth == 16:
-        img = np.clip(clean * np.float32(257.0) + 0.5, 0, 65535).astype(np.uint16)
+        clean = clean * np.float32(257.0)
+        np.clip(clean, 0, 65535, out=clean)
+        clean += np.float32(0.5)
+        img = clean.astype(np.uint16)
     else:
-        img = np.clip(clean + 0.5, 0, 255).astype(np.uint8)
+        clean = np.clip(clean, 0, 255)
+        clean += np.float32(0.5)
+        img = clean.astype(np.uint8)
         if spec.jpeg_quality is not None:
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(spec.jpeg_quality)])
             if ok:
@@ -457,11 +471,10 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
         placed.append((ds, patch, mask, info))
 
     # ---- illumination, optics --------------------------------------------------------------
-    gain = _gain(spec, xs_full, ys_full)
+    gain = _gain(spec, H, W)
     clean = (base + delta) * gain if not np.isscalar(gain) else base + delta
     if spec.blur_sigma_px > 0:
         clean = cv2.GaussianBlur(clean, (0, 0), spec.blur_sigma_px)
-    clean = np.clip(clean, 0, 255)
 
     # ---- defect truth ----------------------------------------------------------------------
     geom = _truth_geometry(spec, cx, cy, a, q, rc, in_frame, upp, clad_um, core_um, zones, labels)
@@ -564,6 +577,8 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, 
             if (mxs.min() + px0 < vis_x0 + FRAME_MARGIN_PX or mxs.max() + px0 > vis_x1 - 1 - FRAME_MARGIN_PX
                     or mys.min() + py0 < vis_y0 + FRAME_MARGIN_PX or mys.max() + py0 > H - 1 - FRAME_MARGIN_PX):
                 continue
+            if ds.type == "pit" and _straddles_edge(mys + py0, mxs + px0, fr, a):
+                continue  # a dig on the rim is a chip: keep pits off the cladding edge
             # no overlap (with a gap) with the defects placed so far
             occ = labels[ys_, xs_] > 0
             if occ.any():
@@ -576,6 +591,11 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, 
                     dpatch = np.where(occ, 0, dpatch).astype(np.float32)
             return patch, mask, dpatch, info
     return None
+
+
+def _straddles_edge(ys, xs, fr: _Frame, a: float, tol_px: float = 1.0) -> bool:
+    rn = fr.radius(xs.astype(np.float64), ys.astype(np.float64))
+    return bool(rn.min() <= a + tol_px and rn.max() >= a - tol_px)
 
 
 def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, base, levels, sign, contrast, W, H):
@@ -605,7 +625,10 @@ def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, base, levels, sig
             return None
         length_n = float(sum(np.sum(np.hypot(*np.diff(ln, axis=0).T)) for ln in lines))
         info.update(width_um=w_um, length_um=length_n * upp, drawn_lines=True)
-        dpatch = (sign * contrast) * patch.alpha
+        # real scratches are not uniform: slow +-LINE_CONTRAST_VARIATION modulation along the line
+        h, w = patch.alpha.shape
+        mod = 1.0 + LINE_CONTRAST_VARIATION * np.clip(_noise_field(rng, h, w, max(size_n / 3.0, 4.0)), -1.5, 1.5)
+        dpatch = (sign * contrast) * patch.alpha * mod.astype(np.float32)
     elif t == "pit":
         irr = rng.uniform(0.0, 0.25)
         outline = _blob_outline(rng, size_n / 2.0, irr, n=32) + p0
@@ -686,7 +709,7 @@ def _measure(k, ds, patch, mask, info, fr: _Frame, a, upp, zones, names, spec, c
     zi = _zone_of(2.0 * rn * upp, zones)
     touched = [names[i] for i in sorted(set(int(v) for v in np.unique(zi)))]
     cz = _zone_of(np.array([2.0 * math.hypot(*fr.to_norm(cxm, cym)) * upp]), zones)[0]
-    touches_edge = bool(rn.min() <= a + 1.0 and rn.max() >= a - 1.0)
+    touches_edge = _straddles_edge(ys, xs, fr, a)
     # contrast: mean over the mask of the rendered (illuminated, blurred) deviation
     pad = int(math.ceil(3 * spec.blur_sigma_px)) + 1
     H, W = delta.shape

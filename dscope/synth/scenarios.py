@@ -163,8 +163,8 @@ def _defects(rng, types: list[str], spec_d: dict) -> list[DefectSpec]:
     return [_draw_defect(rng, t, ZONE_NAMES[(start + i) % len(ZONE_NAMES)], spec_d) for i, t in enumerate(types)]
 
 
-def _localization(rng, d: dict, W: int, H: int) -> str:
-    cond = str(rng.choice(LOCALIZATION_CONDITIONS))
+def _localization(rng, d: dict, W: int, H: int, condition: str | None = None) -> str:
+    cond = condition or str(rng.choice(LOCALIZATION_CONDITIONS))
     info = FIBER_TYPES.get(d["fiber_type"])
     clad = info.cladding_um if info else 125.0
     short = min(W, H)
@@ -174,15 +174,26 @@ def _localization(rng, d: dict, W: int, H: int) -> str:
     elif cond == "large_fiber":
         d["um_per_px"] = clad / (rng.uniform(0.8, 0.95) * short)
     elif cond == "off_center":
-        m = max(0.5 * short - a_px - 5, 0)
+        # well off the centre but entirely inside the frame
+        mx, my = max(0.5 * W - a_px - 4, 0.0), max(0.5 * H - a_px - 4, 0.0)
+        if mx < 8 and my < 8:
+            d["um_per_px"] = clad / (0.5 * short)
+            a_px = 0.25 * short
+            mx, my = 0.5 * W - a_px - 4, 0.5 * H - a_px - 4
         ang = rng.uniform(0, 2 * math.pi)
-        rr = rng.uniform(0.6, 1.0) * (0.5 * (W - H) + m if abs(math.cos(ang)) > 0.7 else m)
-        d["center_offset_px"] = (rr * math.cos(ang), rr * math.sin(ang))
+        f = rng.uniform(0.6, 1.0)
+        d["center_offset_px"] = (f * mx * math.cos(ang), f * my * math.sin(ang))
     elif cond == "partly_outside":
-        ang = rng.uniform(0, 2 * math.pi)
-        half = 0.5 * (W if abs(math.cos(ang)) > abs(math.sin(ang)) else H)
-        rr = half + rng.uniform(-0.6, 0.3) * a_px
-        d["center_offset_px"] = (rr * math.cos(ang), rr * math.sin(ang))
+        # centre near one side of the frame: 30-90 % of the cladding stays visible
+        side = int(rng.integers(0, 4))
+        depth = rng.uniform(-0.6, 0.5) * a_px  # centre position relative to the frame edge (+ = outside)
+        along = rng.uniform(-0.3, 0.3)
+        if side < 2:
+            ox = (0.5 * W + depth) * (1 if side == 0 else -1)
+            d["center_offset_px"] = (ox, along * H)
+        else:
+            oy = (0.5 * H + depth) * (1 if side == 2 else -1)
+            d["center_offset_px"] = (along * W, oy)
     elif cond == "ellipse":
         d["axis_ratio"], d["ellipse_angle_deg"] = float(rng.uniform(1.1, 1.4)), float(rng.uniform(0, 180))
     elif cond == "analog_pixels":
@@ -217,7 +228,8 @@ def _localization(rng, d: dict, W: int, H: int) -> str:
     return cond
 
 
-def random_spec(rng: np.random.Generator, scenario: str = "mixed", **overrides) -> SynthSpec:
+def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition: str | None = None,
+                **overrides) -> SynthSpec:
     """Draw a reproducible random :class:`SynthSpec` for a scenario.
 
     Parameters
@@ -230,6 +242,9 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", **overrides) 
         ``"no_fiber"``, one per defect class (``"scratch"``, ``"pit"``,
         ``"chip"``, ``"crack"``, ``"contamination"``: 1-3 defects of that class)
         or ``"demo"`` (a random entry of the demo mix).
+    condition : str or None
+        Only for ``"localization"``: force one of :data:`LOCALIZATION_CONDITIONS`
+        (default: drawn at random).  The condition is the spec's second tag.
     **overrides
         Any :class:`SynthSpec` field, applied last (``width``, ``height``,
         ``fiber_type`` and ``bit_depth`` are also honoured while drawing).
@@ -246,6 +261,8 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", **overrides) 
     unknown = set(overrides) - {f.name for f in dataclasses.fields(SynthSpec)} - {"_min_defects"}
     if unknown:
         raise SynthSpecError(f"unknown SynthSpec field(s) in overrides: {sorted(unknown)}")
+    if condition is not None and condition not in LOCALIZATION_CONDITIONS:
+        raise SynthSpecError(f"unknown localization condition {condition!r}; choose one of {list(LOCALIZATION_CONDITIONS)}")
     if scenario == "demo":
         scen, extra = DEMO_PLAN[int(rng.integers(0, len(DEMO_PLAN)))]
         return random_spec(rng, scen, **{**extra, **overrides})
@@ -266,7 +283,7 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", **overrides) 
         n = int(rng.integers(min_defects, 7))
         defects = _defects(rng, [str(rng.choice(DEFECT_TYPES)) for _ in range(n)], d)
     elif scenario == "localization":
-        tags.append(_localization(rng, d, W, H))
+        tags.append(_localization(rng, d, W, H, condition))
         n = int(rng.integers(0, 3))
         defects = _defects(rng, [str(rng.choice(DEFECT_TYPES)) for _ in range(n)], d)
         if tags[-1] == "edge_particles":
