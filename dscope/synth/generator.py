@@ -35,13 +35,18 @@ from dscope.synth.spec import (
 #: Supersampling factor for polygon defects (reduced for big boxes, see _SS_MAX_PIXELS).
 SUPERSAMPLE = 4
 #: Upper bound on the supersampled canvas of one defect, in pixels.
-_SS_MAX_PIXELS = 4_000_000
+_SS_MAX_PIXELS = 1_000_000
 #: Fraction of the peak coverage at or above which a pixel belongs to a defect's mask.
 MASK_ALPHA = 0.5
 #: Relative slow variation of the contrast along scratches and cracks (1 sigma).
 LINE_CONTRAST_VARIATION = 0.15
-#: Placement attempts per defect before falling back to another zone / dropping it.
-PLACEMENT_ATTEMPTS = 40
+#: Candidate positions drawn per defect and zone (cheap pre-check each).
+PLACEMENT_ATTEMPTS = 200
+#: Shape builds per defect, and per image, at most (bound the render time when defects cannot fit).
+MAX_SHAPE_BUILDS = 16
+MAX_IMAGE_SHAPE_BUILDS = 64
+#: Smallest radius of a blob outline relative to its nominal radius (see _blob_outline).
+_MIN_RADIUS_FRACTION = 0.35
 #: Free margin kept between two defects' masks (px).
 DEFECT_GAP_PX = 3
 #: Margin between a defect's box and the image border (px).
@@ -209,7 +214,7 @@ def _blob_outline(rng, radius: float, irregularity: float, n: int = 40) -> np.nd
     r = np.ones(n)
     for k in range(2, 6):
         r += irregularity * rng.uniform(0, 1) / (k - 1) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
-    r = np.clip(r, 0.35, None) * radius
+    r = np.clip(r, _MIN_RADIUS_FRACTION, None) * radius
     return np.stack([r * np.cos(phi), r * np.sin(phi)], axis=1)
 
 
@@ -458,8 +463,9 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
     placed: list[tuple[DefectSpec, _Patch, np.ndarray, dict]] = []
     dropped = 0
     vis = (vis_x0, vis_x1, vis_y0)
+    budget = [MAX_IMAGE_SHAPE_BUILDS]  # shape builds left for this image
     for ds in spec.defects:
-        res = _place_defect(ds, drng, fr, a, upp, zones, labels, base, (F, G, E), W, H, vis)
+        res = _place_defect(ds, drng, fr, a, upp, zones, labels, base, (F, G, E), W, H, vis, budget)
         if res is None:
             dropped += 1
             continue
@@ -532,7 +538,7 @@ def _zone_radius_range(zone, zones, a_px, upp):
     return 0.0, a_px
 
 
-def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, levels, W, H, vis):
+def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, levels, W, H, vis, budget):
     """Draw shape + position until it fits (inside the visible frame, no overlap)."""
     F, G, E = levels
     lo_c, hi_c = _DEFAULT_CONTRAST[ds.type]
@@ -545,6 +551,7 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, 
     if ds.zone:
         zone_order.append(None)  # fall back to anywhere on the glass + surroundings
     vis_x0, vis_x1, vis_y0 = vis
+    builds = 0
     for zone in zone_order:
         for attempt in range(PLACEMENT_ATTEMPTS):
             # -- position in the circular frame
@@ -563,6 +570,20 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, 
             else:
                 phi = rng.uniform(0, 2 * math.pi)
             p0 = np.array([r0 * math.cos(phi), r0 * math.sin(phi)])
+            # cheap pre-check of the position before the (costlier) shape build
+            ix, iy = fr.from_norm(p0[0], p0[1])
+            rmin = _MIN_RADIUS_FRACTION * size_n / 2.0 if ds.type in ("pit", "contamination") else 0.0
+            m = FRAME_MARGIN_PX + rmin
+            if not (vis_x0 + m <= ix <= vis_x1 - 1 - m and vis_y0 + m <= iy <= H - 1 - m):
+                continue
+            jx0, jx1 = int(ix - rmin - DEFECT_GAP_PX), int(ix + rmin + DEFECT_GAP_PX) + 1
+            jy0, jy1 = int(iy - rmin - DEFECT_GAP_PX), int(iy + rmin + DEFECT_GAP_PX) + 1
+            if labels[max(jy0, 0):jy1, max(jx0, 0):jx1].any():
+                continue
+            if builds >= MAX_SHAPE_BUILDS or budget[0] <= 0:
+                return None
+            builds += 1
+            budget[0] -= 1
             built = _build_shape(ds, rng, fr, p0, phi, a, upp, size_n, base, levels, sign, contrast, W, H)
             if built is None:
                 continue
@@ -572,13 +593,15 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, 
             ys_, xs_ = patch.slices()
             # inside the visible frame with a margin
             px0, py0 = patch.x0, patch.y0
-            ph, pw = mask.shape
-            mys, mxs = np.nonzero(mask)
-            if (mxs.min() + px0 < vis_x0 + FRAME_MARGIN_PX or mxs.max() + px0 > vis_x1 - 1 - FRAME_MARGIN_PX
-                    or mys.min() + py0 < vis_y0 + FRAME_MARGIN_PX or mys.max() + py0 > H - 1 - FRAME_MARGIN_PX):
+            cols = np.flatnonzero(mask.any(axis=0))
+            rows = np.flatnonzero(mask.any(axis=1))
+            if (cols[0] + px0 < vis_x0 + FRAME_MARGIN_PX or cols[-1] + px0 > vis_x1 - 1 - FRAME_MARGIN_PX
+                    or rows[0] + py0 < vis_y0 + FRAME_MARGIN_PX or rows[-1] + py0 > H - 1 - FRAME_MARGIN_PX):
                 continue
-            if ds.type == "pit" and _straddles_edge(mys + py0, mxs + px0, fr, a):
-                continue  # a dig on the rim is a chip: keep pits off the cladding edge
+            if ds.type == "pit":
+                mys, mxs = np.nonzero(mask)
+                if _straddles_edge(mys + py0, mxs + px0, fr, a):
+                    continue  # a dig on the rim is a chip: keep pits off the cladding edge
             # no overlap (with a gap) with the defects placed so far
             occ = labels[ys_, xs_] > 0
             if occ.any():
@@ -690,7 +713,13 @@ def _measure(k, ds, patch, mask, info, fr: _Frame, a, upp, zones, names, spec, c
     ys = mys.astype(np.float64) + patch.y0
     cxm, cym = float(xs.mean()), float(ys.mean())
     nx, ny = fr.to_norm(xs, ys)
-    pts = np.stack([nx, ny], axis=1).astype(np.float32)
+    # outer boundary pixels carry the enclosing circle and rectangle (far fewer points)
+    cnts, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    bnd = np.concatenate([c.reshape(-1, 2) for c in cnts], axis=0).astype(np.float64) + [patch.x0, patch.y0]
+    bx, by = fr.to_norm(bnd[:, 0], bnd[:, 1])
+    pts = np.stack([bx, by], axis=1).astype(np.float32)
+    if len(pts) >= 3:
+        pts = cv2.convexHull(pts).reshape(-1, 2)
     (_, _), r_mec = cv2.minEnclosingCircle(pts)
     diameter_n = 2.0 * float(r_mec) + 1.0  # +1: pixel extent
     if len(pts) >= 3:
