@@ -265,6 +265,24 @@ def test_pits_never_straddle_the_cladding_edge():
         assert not any(d.touches_cladding_edge for d in t.defects)
 
 
+def test_ranges_are_validated_and_honoured():
+    from pydantic import ValidationError
+
+    from dscope.synth import SynthRanges
+
+    with pytest.raises(ValidationError):
+        SynthRanges(noise_sigma=(4.0, 1.0))
+    with pytest.raises(ValidationError):
+        SynthRanges(not_a_range=(0, 1))
+    with pytest.raises(ValidationError):
+        SynthRanges(p_dark_glass=1.5)
+    r = SynthRanges(p_dark_glass=0.0, noise_sigma=(7.0, 7.5), mixed_max_defects=1)
+    specs = list(scenario_specs(8, 10, "mixed", ranges=r, width=W, height=H))
+    assert all(s.glass_polarity == "bright" for s in specs)
+    assert all(7.0 <= s.noise_sigma <= 7.5 for s in specs)
+    assert all(len(s.defects) <= 1 for s in specs)
+
+
 def test_sixteen_bit_output_matches_eight_bit():
     spec = _quiet(bit_depth=16, ferrule_texture=4.0, defects=[DefectSpec("pit", size_um=10)])
     img16, t16 = render(spec)

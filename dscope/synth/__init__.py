@@ -12,6 +12,7 @@ are measured in the fiber's circular frame (``FiberGeometry.to_normalized``).
 
 from dscope.synth.dotgrid import make_dot_grid
 from dscope.synth.generator import render
+from dscope.synth.params import DEFAULT_RANGES, SynthRanges
 from dscope.synth.scenarios import LOCALIZATION_CONDITIONS, SCENARIOS, random_spec, scenario_specs
 from dscope.synth.spec import (
     FIBER_TYPES,
@@ -28,5 +29,5 @@ from dscope.synth.spec import (
 __all__ = [
     "SynthSpec", "DefectSpec", "SynthTruth", "DefectTruth", "SynthSpecError",
     "render", "random_spec", "scenario_specs", "make_dot_grid", "zones_for",
-    "FIBER_TYPES", "ZONES_SM", "ZONES_MM", "SCENARIOS", "LOCALIZATION_CONDITIONS",
+    "SynthRanges", "DEFAULT_RANGES", "FIBER_TYPES", "ZONES_SM", "ZONES_MM", "SCENARIOS", "LOCALIZATION_CONDITIONS",
 ]

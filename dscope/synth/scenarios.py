@@ -2,9 +2,9 @@
 
 :func:`random_spec` draws one :class:`SynthSpec` for a named scenario from a
 NumPy ``Generator``; :func:`scenario_specs` yields ``n`` reproducible specs
-(spec ``i`` depends only on ``(seed, i, scenario)``).  The ranges below are the
-generator's *distribution* settings (how varied the synthetic data is), not
-inspection thresholds.
+(spec ``i`` depends only on ``(seed, i, scenario)``).  The ranges and
+probabilities of the draws live in :class:`dscope.synth.params.SynthRanges`
+(distribution settings of the test data, not inspection thresholds).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from dscope.inspection.types import DEFECT_TYPES, ZONE_NAMES
+from dscope.synth.params import DEFAULT_RANGES, SynthRanges
 from dscope.synth.spec import FIBER_TYPES, NO_FIBER_KINDS, DefectSpec, SynthSpec, SynthSpecError
 
 #: Scenario names accepted by :func:`random_spec`.
@@ -26,10 +27,6 @@ SCENARIOS: tuple[str, ...] = ("mixed", "clean", "localization", "no_fiber", *DEF
 FIBER_WEIGHTS: dict[str, float] = {
     "sm-pc": 0.34, "sm-apc": 0.14, "mm": 0.2, "mm-62.5": 0.1, "lc-200": 0.12, "lc-1000": 0.10,
 }
-#: Cladding diameter as a fraction of the shorter image side, per fiber mode.
-CLADDING_FRACTION = {"sm": (0.25, 0.55), "mm": (0.25, 0.55), "large_core": (0.45, 0.85)}
-#: Smallest cladding diameter drawn (px), when the frame allows it.
-MIN_CLADDING_PX = 100.0
 #: Localization conditions ("hard geometry/appearance") drawn by the "localization" scenario.
 LOCALIZATION_CONDITIONS: tuple[str, ...] = (
     "small_fiber", "large_fiber", "off_center", "partly_outside", "ellipse", "analog_pixels",
@@ -38,10 +35,6 @@ LOCALIZATION_CONDITIONS: tuple[str, ...] = (
 )
 #: No-fiber frame kinds and draw weights.
 NO_FIBER_WEIGHTS = {"blank": 0.4, "black": 0.2, "white": 0.2, "noise": 0.2}
-#: Analog-capture pixel aspect (fiber appears as an ellipse of this axis ratio).
-ANALOG_AXIS_RATIO = 1.09
-#: APC polish angle; the end face is foreshortened by 1/cos(angle).
-APC_ANGLE_DEG = 8.0
 
 #: The demo / CLI default mix: (scenario, overrides) cycled by index.
 DEMO_PLAN: tuple[tuple[str, dict], ...] = (
@@ -55,11 +48,9 @@ DEMO_PLAN: tuple[tuple[str, dict], ...] = (
     ("chip", {"fiber_type": "sm-pc"}),
     ("mixed", {"fiber_type": "lc-200", "_min_defects": 2}),
     ("crack", {"fiber_type": "mm"}),
-    ("clean", {"fiber_type": "sm-pc", "axis_ratio": ANALOG_AXIS_RATIO, "ellipse_angle_deg": 0.0}),
+    ("clean", {"fiber_type": "sm-pc", "axis_ratio": DEFAULT_RANGES.analog_axis_ratio, "ellipse_angle_deg": 0.0}),
     ("localization", {"fiber_type": "sm-pc"}),
 )
-
-_PRE_KEYS = ("width", "height", "fiber_type", "bit_depth")
 
 
 def _loguniform(rng, lo, hi):
@@ -72,164 +63,179 @@ def _choice(rng, weights: dict):
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def _base(rng, W: int, H: int, fiber_type: str | None, bit_depth: int) -> dict:
+def _u(rng, r) -> float:
+    return float(rng.uniform(r[0], r[1]))
+
+
+def _lu(rng, r) -> float:
+    return _loguniform(rng, r[0], r[1])
+
+
+def _base(rng, W: int, H: int, fiber_type: str | None, bit_depth: int, R: SynthRanges) -> dict:
     ft = fiber_type or _choice(rng, FIBER_WEIGHTS)
     info = FIBER_TYPES.get(ft)
     mode = info.mode if info else "sm"
-    lo, hi = CLADDING_FRACTION[mode]
+    frac = R.cladding_fraction_large_core if mode == "large_core" else R.cladding_fraction_standard
     short = min(W, H)
-    d_px = max(rng.uniform(lo, hi) * short, min(MIN_CLADDING_PX, 0.9 * short))
+    d_px = max(_u(rng, frac) * short, min(R.min_cladding_px, 0.9 * short))
     clad = info.cladding_um if info else 125.0
     u = rng.uniform()
     if ft == "sm-apc":
-        q, ang = 1.0 / math.cos(math.radians(APC_ANGLE_DEG)), float(rng.uniform(0, 180))
-    elif u < 0.2:
-        q, ang = ANALOG_AXIS_RATIO, float(rng.choice([0.0, 90.0]))
-    elif u < 0.35:
-        q, ang = float(rng.uniform(1.0, 1.04)), float(rng.uniform(0, 180))
+        q, ang = 1.0 / math.cos(math.radians(R.apc_angle_deg)), float(rng.uniform(0, 180))
+    elif u < R.p_analog_pixels:
+        q, ang = R.analog_axis_ratio, float(rng.choice([0.0, 90.0]))
+    elif u < R.p_analog_pixels + R.p_slight_ellipse:
+        q, ang = _u(rng, R.slight_axis_ratio), float(rng.uniform(0, 180))
     else:
         q, ang = 1.0, 0.0
-    F = float(rng.uniform(115, 190))
-    pol = "dark" if rng.uniform() < 0.65 else "bright"
-    room = (F - 15) if pol == "dark" else (245 - F)
-    gc = float(min(rng.uniform(18, 75), room))
+    F = _u(rng, R.ferrule_level)
+    pol = "dark" if rng.uniform() < R.p_dark_glass else "bright"
+    room = (F - R.glass_level_margin) if pol == "dark" else (255.0 - R.glass_level_margin - F)
+    gc = float(max(min(_u(rng, R.glass_contrast), room), 0.0))
+    sig = R.center_offset_sigma_fraction * short
     d = dict(
         width=W, height=H, bit_depth=bit_depth, seed=int(rng.integers(0, 2**31 - 1)), has_fiber=True,
         fiber_type=ft, um_per_px=clad / d_px,
-        center_offset_px=(float(rng.normal(0, 0.04 * short)), float(rng.normal(0, 0.04 * short))),
-        axis_ratio=q, ellipse_angle_deg=ang, core_visible=bool(rng.uniform() < 0.75),
-        glass_polarity=pol, ferrule_level=F, glass_contrast=gc, glass_variation=float(rng.uniform(0.8, 3.0)),
-        core_delta=float(rng.choice([-1, 1]) * rng.uniform(3, 12)),
-        epoxy_ring=bool(rng.uniform() < 0.7), epoxy_width_um=float(rng.uniform(1.5, 5.0)),
-        epoxy_delta=float(rng.uniform(-45, -10) if rng.uniform() < 0.8 else rng.uniform(8, 25)),
-        rim_line_depth=float(rng.uniform(8, 35)), rim_line_width_px=float(rng.uniform(0.7, 1.6)),
-        ferrule_texture=float(rng.uniform(3, 9)), texture_scale_px=float(rng.uniform(0.8, 2.0)),
-        ferrule_mottle=float(rng.uniform(1.5, 6)),
-        illum_gradient=float(rng.uniform(0, 0.15)), illum_gradient_angle_deg=float(rng.uniform(0, 360)),
-        vignetting=float(rng.uniform(0, 0.15)), blur_sigma_px=float(rng.uniform(0.5, 1.4)),
-        noise_sigma=float(rng.uniform(1.0, 4.0)),
-        shot_noise=float(rng.uniform(0.02, 0.1)) if rng.uniform() < 0.3 else 0.0,
-        jpeg_quality=int(rng.integers(70, 96)) if (rng.uniform() < 0.15 and bit_depth == 8) else None,
+        center_offset_px=(float(rng.normal(0, sig)), float(rng.normal(0, sig))),
+        axis_ratio=q, ellipse_angle_deg=ang, core_visible=bool(rng.uniform() < R.p_core_visible),
+        glass_polarity=pol, ferrule_level=F, glass_contrast=gc, glass_variation=_u(rng, R.glass_variation),
+        core_delta=float(rng.choice([-1, 1])) * _u(rng, R.core_delta),
+        epoxy_ring=bool(rng.uniform() < R.p_epoxy_ring), epoxy_width_um=_u(rng, R.epoxy_width_um),
+        epoxy_delta=_u(rng, R.epoxy_delta_dark) if rng.uniform() < R.p_epoxy_dark else _u(rng, R.epoxy_delta_bright),
+        rim_line_depth=_u(rng, R.rim_line_depth), rim_line_width_px=_u(rng, R.rim_line_width_px),
+        ferrule_texture=_u(rng, R.ferrule_texture), texture_scale_px=_u(rng, R.texture_scale_px),
+        ferrule_mottle=_u(rng, R.ferrule_mottle),
+        illum_gradient=_u(rng, R.illum_gradient), illum_gradient_angle_deg=float(rng.uniform(0, 360)),
+        vignetting=_u(rng, R.vignetting), blur_sigma_px=_u(rng, R.blur_sigma_px),
+        noise_sigma=_u(rng, R.noise_sigma),
+        shot_noise=_u(rng, R.shot_noise) if rng.uniform() < R.p_shot_noise else 0.0,
+        jpeg_quality=int(round(_u(rng, R.jpeg_quality))) if (rng.uniform() < R.p_jpeg and bit_depth == 8) else None,
     )
     return d
 
 
-def _draw_defect(rng, dtype: str, zone: str | None, spec_d: dict) -> DefectSpec:
+def _contrast(rng, r, noise: float, factor: float, R: SynthRanges) -> float:
+    lo = min(max(r[0], factor * R.min_contrast_noise_ratio * noise), r[1])
+    return float(rng.uniform(lo, r[1]))
+
+
+def _draw_defect(rng, dtype: str, zone: str | None, spec_d: dict, R: SynthRanges) -> DefectSpec:
     """One defect with class-typical size, polarity and contrast."""
     info = FIBER_TYPES.get(spec_d["fiber_type"])
     clad = info.cladding_um if info else 125.0
     upp = spec_d["um_per_px"]
     noise = spec_d["noise_sigma"]
+
+    def pol(p):
+        return "bright" if rng.uniform() < p else "dark"
+
     if dtype == "scratch":
-        w_px = _loguniform(rng, 1.0, 8.0)
         return DefectSpec(
-            "scratch", polarity="bright" if rng.uniform() < 0.3 else "dark", zone=zone,
-            size_um=float(clad * rng.uniform(0.12, 0.9)), width_um=w_px * upp,
-            curvature=float(rng.uniform(0.02, 0.12)) if rng.uniform() < 0.4 else 0.0,
-            contrast=float(rng.uniform(max(6.0, 2.5 * noise), 45.0)),
+            "scratch", polarity=pol(R.p_bright_scratch), zone=zone,
+            size_um=clad * _u(rng, R.scratch_length_fraction), width_um=_lu(rng, R.scratch_width_px) * upp,
+            curvature=_u(rng, R.scratch_curvature) if rng.uniform() < R.p_scratch_curved else 0.0,
+            contrast=_contrast(rng, R.scratch_contrast, noise, 1.7, R),
         )
     if dtype == "pit":
         return DefectSpec(
-            "pit", polarity="bright" if rng.uniform() < 0.15 else "dark", zone=zone,
-            size_um=max(_loguniform(rng, 1.0, 30.0), 2.0 * upp),
-            contrast=float(rng.uniform(max(15.0, 3 * noise), 80.0)),
+            "pit", polarity=pol(R.p_bright_pit), zone=zone,
+            size_um=max(_lu(rng, R.pit_diameter_um), R.min_size_px * upp),
+            contrast=_contrast(rng, R.pit_contrast, noise, 2.0, R),
         )
     if dtype == "chip":
         return DefectSpec(
-            "chip", polarity="bright" if rng.uniform() < 0.1 else "dark",
-            size_um=float(max(clad * rng.uniform(0.06, 0.25), 6 * upp)),
-            contrast=float(rng.uniform(10, 40)),
+            "chip", polarity=pol(R.p_bright_chip),
+            size_um=max(clad * _u(rng, R.chip_size_fraction), 3 * R.min_size_px * upp),
+            contrast=_u(rng, R.chip_contrast),
         )
     if dtype == "crack":
-        from_edge = rng.uniform() < 0.6
+        from_edge = rng.uniform() < R.p_crack_from_edge
         return DefectSpec(
-            "crack", polarity="bright" if rng.uniform() < 0.2 else "dark",
-            zone=None if from_edge else zone,
+            "crack", polarity=pol(R.p_bright_crack), zone=None if from_edge else zone,
             radius_um=clad / 2.0 if from_edge else None,
-            size_um=float(clad * rng.uniform(0.1, 0.4)),
-            width_um=float(rng.uniform(1.0, 2.0)) * upp, branches=int(rng.integers(0, 3)),
-            contrast=float(rng.uniform(max(10.0, 3 * noise), 45.0)),
+            size_um=clad * _u(rng, R.crack_length_fraction),
+            width_um=_u(rng, R.crack_width_px) * upp, branches=int(rng.integers(0, R.crack_max_branches + 1)),
+            contrast=_contrast(rng, R.crack_contrast, noise, 2.0, R),
         )
-    on_edge = rng.uniform() < 0.25
+    on_edge = rng.uniform() < R.p_contamination_on_edge
     return DefectSpec(
-        "contamination", polarity="bright" if rng.uniform() < 0.4 else "dark", zone=None if on_edge else zone,
-        on_edge=on_edge, size_um=max(_loguniform(rng, 5.0, 60.0), 4 * upp),
-        contrast=float(rng.uniform(max(5.0, 1.5 * noise), 30.0)),
+        "contamination", polarity=pol(R.p_bright_contamination), zone=None if on_edge else zone,
+        on_edge=on_edge, size_um=max(_lu(rng, R.contamination_size_um), 2 * R.min_size_px * upp),
+        contrast=_contrast(rng, R.contamination_contrast, noise, 1.0, R),
     )
 
 
-def _defects(rng, types: list[str], spec_d: dict) -> list[DefectSpec]:
+def _defects(rng, types: list[str], spec_d: dict, R: SynthRanges) -> list[DefectSpec]:
+    """Defects of the given classes; zones cycle from a random start so every zone gets coverage."""
     start = int(rng.integers(0, len(ZONE_NAMES)))
-    return [_draw_defect(rng, t, ZONE_NAMES[(start + i) % len(ZONE_NAMES)], spec_d) for i, t in enumerate(types)]
+    return [_draw_defect(rng, t, ZONE_NAMES[(start + i) % len(ZONE_NAMES)], spec_d, R) for i, t in enumerate(types)]
 
 
-def _localization(rng, d: dict, W: int, H: int, condition: str | None = None) -> str:
+def _localization(rng, d: dict, W: int, H: int, R: SynthRanges, condition: str | None = None) -> str:
     cond = condition or str(rng.choice(LOCALIZATION_CONDITIONS))
     info = FIBER_TYPES.get(d["fiber_type"])
     clad = info.cladding_um if info else 125.0
     short = min(W, H)
     a_px = clad / d["um_per_px"] / 2
     if cond == "small_fiber":
-        d["um_per_px"] = clad / min(rng.uniform(100, 130), 0.9 * short)
+        d["um_per_px"] = clad / min(_u(rng, R.small_fiber_px), 0.9 * short)
     elif cond == "large_fiber":
-        d["um_per_px"] = clad / (rng.uniform(0.8, 0.95) * short)
+        d["um_per_px"] = clad / (_u(rng, R.large_fiber_fraction) * short)
     elif cond == "off_center":
         # well off the centre but entirely inside the frame
         mx, my = max(0.5 * W - a_px - 4, 0.0), max(0.5 * H - a_px - 4, 0.0)
-        if mx < 8 and my < 8:
+        if mx < 8 and my < 8:  # fiber too big to move: shrink it to half the frame first
             d["um_per_px"] = clad / (0.5 * short)
             a_px = 0.25 * short
             mx, my = 0.5 * W - a_px - 4, 0.5 * H - a_px - 4
         ang = rng.uniform(0, 2 * math.pi)
-        f = rng.uniform(0.6, 1.0)
+        f = _u(rng, R.off_center_fraction)
         d["center_offset_px"] = (f * mx * math.cos(ang), f * my * math.sin(ang))
     elif cond == "partly_outside":
-        # centre near one side of the frame: 30-90 % of the cladding stays visible
+        # centre near one side of the frame, part of the cladding outside it
         side = int(rng.integers(0, 4))
-        depth = rng.uniform(-0.6, 0.5) * a_px  # centre position relative to the frame edge (+ = outside)
+        depth = _u(rng, R.partly_outside_depth) * a_px  # centre beyond the frame edge (+ = outside)
         along = rng.uniform(-0.3, 0.3)
         if side < 2:
-            ox = (0.5 * W + depth) * (1 if side == 0 else -1)
-            d["center_offset_px"] = (ox, along * H)
+            d["center_offset_px"] = ((0.5 * W + depth) * (1 if side == 0 else -1), along * H)
         else:
-            oy = (0.5 * H + depth) * (1 if side == 2 else -1)
-            d["center_offset_px"] = (along * W, oy)
+            d["center_offset_px"] = (along * W, (0.5 * H + depth) * (1 if side == 2 else -1))
     elif cond == "ellipse":
-        d["axis_ratio"], d["ellipse_angle_deg"] = float(rng.uniform(1.1, 1.4)), float(rng.uniform(0, 180))
+        d["axis_ratio"], d["ellipse_angle_deg"] = _u(rng, R.ellipse_axis_ratio), float(rng.uniform(0, 180))
     elif cond == "analog_pixels":
-        d["axis_ratio"], d["ellipse_angle_deg"] = ANALOG_AXIS_RATIO, 0.0
-        bw = int(rng.integers(8, max(W // 12, 9)))
-        d["border_left_px"], d["border_right_px"] = bw, int(bw + rng.integers(-4, 5))
+        d["axis_ratio"], d["ellipse_angle_deg"] = R.analog_axis_ratio, 0.0
+        bw = max(int(_u(rng, R.border_fraction) * W), 1)
+        d["border_left_px"], d["border_right_px"] = bw, max(bw + int(rng.integers(-3, 4)), 0)
     elif cond == "low_contrast":
-        d["glass_contrast"] = float(rng.uniform(8, 14))
-        d["rim_line_depth"] = float(rng.uniform(4, 10))
+        d["glass_contrast"] = _u(rng, R.low_contrast)
+        d["rim_line_depth"] = _u(rng, R.low_contrast_rim_depth)
     elif cond == "bright_glass":
-        d["glass_polarity"], d["ferrule_level"] = "bright", float(rng.uniform(90, 140))
-        d["glass_contrast"] = float(rng.uniform(20, 70))
+        d["glass_polarity"], d["ferrule_level"] = "bright", _u(rng, R.bright_glass_ferrule_level)
+        d["glass_contrast"] = min(_u(rng, R.glass_contrast), 255.0 - R.glass_level_margin - d["ferrule_level"])
     elif cond == "dark_glass":
-        d["glass_polarity"], d["ferrule_level"] = "dark", float(rng.uniform(150, 210))
-        d["glass_contrast"] = float(rng.uniform(40, 110))
+        d["glass_polarity"], d["ferrule_level"] = "dark", _u(rng, R.dark_glass_ferrule_level)
+        d["glass_contrast"] = min(_u(rng, R.dark_glass_contrast), d["ferrule_level"] - R.glass_level_margin)
     elif cond == "heavy_blur":
-        d["blur_sigma_px"] = float(rng.uniform(2.5, 5.0))
+        d["blur_sigma_px"] = _u(rng, R.heavy_blur_sigma_px)
     elif cond == "heavy_noise":
-        d["noise_sigma"], d["shot_noise"] = float(rng.uniform(6, 12)), float(rng.uniform(0.05, 0.3))
+        d["noise_sigma"], d["shot_noise"] = _u(rng, R.heavy_noise_sigma), _u(rng, R.heavy_shot_noise)
     elif cond == "jpeg":
         if d["bit_depth"] == 8:
-            d["jpeg_quality"] = int(rng.integers(25, 60))
+            d["jpeg_quality"] = int(round(_u(rng, R.low_jpeg_quality)))
     elif cond == "black_borders":
         if rng.uniform() < 0.5:
-            d["border_top_px"] = int(rng.integers(6, max(H // 15, 7)))
-        bw = int(rng.integers(6, max(W // 12, 7)))
+            d["border_top_px"] = max(int(_u(rng, R.border_fraction) * H), 1)
+        bw = max(int(_u(rng, R.border_fraction) * W), 1)
         d["border_left_px"], d["border_right_px"] = bw, bw
     elif cond == "uneven_illumination":
-        d["illum_gradient"], d["vignetting"] = float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.2, 0.4))
+        d["illum_gradient"], d["vignetting"] = _u(rng, R.uneven_gradient), _u(rng, R.uneven_vignetting)
     elif cond == "core_invisible":
         d["core_visible"] = False
     return cond
 
 
 def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition: str | None = None,
-                **overrides) -> SynthSpec:
+                ranges: SynthRanges | None = None, **overrides) -> SynthSpec:
     """Draw a reproducible random :class:`SynthSpec` for a scenario.
 
     Parameters
@@ -245,6 +251,8 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition:
     condition : str or None
         Only for ``"localization"``: force one of :data:`LOCALIZATION_CONDITIONS`
         (default: drawn at random).  The condition is the spec's second tag.
+    ranges : SynthRanges or None
+        Distribution settings (default :data:`dscope.synth.params.DEFAULT_RANGES`).
     **overrides
         Any :class:`SynthSpec` field, applied last (``width``, ``height``,
         ``fiber_type`` and ``bit_depth`` are also honoured while drawing).
@@ -265,12 +273,13 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition:
         raise SynthSpecError(f"unknown localization condition {condition!r}; choose one of {list(LOCALIZATION_CONDITIONS)}")
     if scenario == "demo":
         scen, extra = DEMO_PLAN[int(rng.integers(0, len(DEMO_PLAN)))]
-        return random_spec(rng, scen, **{**extra, **overrides})
+        return random_spec(rng, scen, ranges=ranges, **{**extra, **overrides})
+    R = ranges or DEFAULT_RANGES
     min_defects = int(overrides.pop("_min_defects", 0))
     W = int(overrides.get("width", SynthSpec.width))
     H = int(overrides.get("height", SynthSpec.height))
     bit_depth = int(overrides.get("bit_depth", 8))
-    d = _base(rng, W, H, overrides.get("fiber_type"), bit_depth)
+    d = _base(rng, W, H, overrides.get("fiber_type"), bit_depth, R)
     tags: list[str] = [scenario]
     if scenario == "no_fiber":
         d["has_fiber"] = False
@@ -280,21 +289,22 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition:
     elif scenario == "clean":
         defects = []
     elif scenario == "mixed":
-        n = int(rng.integers(min_defects, 7))
-        defects = _defects(rng, [str(rng.choice(DEFECT_TYPES)) for _ in range(n)], d)
+        n = int(rng.integers(min(min_defects, R.mixed_max_defects), R.mixed_max_defects + 1))
+        defects = _defects(rng, [str(rng.choice(DEFECT_TYPES)) for _ in range(n)], d, R)
     elif scenario == "localization":
-        tags.append(_localization(rng, d, W, H, condition))
-        n = int(rng.integers(0, 3))
-        defects = _defects(rng, [str(rng.choice(DEFECT_TYPES)) for _ in range(n)], d)
+        tags.append(_localization(rng, d, W, H, R, condition))
+        n = int(rng.integers(0, R.localization_max_defects + 1))
+        defects = _defects(rng, [str(rng.choice(DEFECT_TYPES)) for _ in range(n)], d, R)
         if tags[-1] == "edge_particles":
+            lo, hi = (int(v) for v in R.edge_particles)
             defects += [
                 DefectSpec("contamination", polarity=str(rng.choice(["dark", "bright"])), on_edge=True,
-                           size_um=_loguniform(rng, 5, 25), contrast=float(rng.uniform(15, 45)))
-                for _ in range(int(rng.integers(2, 6)))
+                           size_um=_lu(rng, R.edge_particle_size_um), contrast=_u(rng, R.edge_particle_contrast))
+                for _ in range(int(rng.integers(lo, hi + 1)))
             ]
     else:  # one defect class
-        n = int(rng.integers(1, 3 if scenario == "chip" else 4))
-        defects = _defects(rng, [scenario] * n, d)
+        n = int(rng.integers(1, (R.chip_max_defects if scenario == "chip" else R.class_max_defects) + 1))
+        defects = _defects(rng, [scenario] * n, d, R)
     d["defects"] = defects
     d["scenario"] = scenario
     d["tags"] = tuple(tags)
@@ -304,7 +314,8 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition:
     return SynthSpec(**d)
 
 
-def scenario_specs(seed: int, n: int, scenario: str = "mixed", **overrides) -> Iterator[SynthSpec]:
+def scenario_specs(seed: int, n: int, scenario: str = "mixed", *, ranges: SynthRanges | None = None,
+                   **overrides) -> Iterator[SynthSpec]:
     """Yield ``n`` reproducible specs; spec ``i`` depends only on ``(seed, i, scenario)``.
 
     Different scenarios draw independent geometries for the same seed.
@@ -323,9 +334,9 @@ def scenario_specs(seed: int, n: int, scenario: str = "mixed", **overrides) -> I
         rng = np.random.default_rng([int(seed), i, salt])
         if scenario == "demo":
             scen, extra = DEMO_PLAN[i % len(DEMO_PLAN)]
-            yield random_spec(rng, scen, **{**extra, **overrides})
+            yield random_spec(rng, scen, ranges=ranges, **{**extra, **overrides})
         else:
-            yield random_spec(rng, scenario, **overrides)
+            yield random_spec(rng, scenario, ranges=ranges, **overrides)
 
 
 __all__ = ["random_spec", "scenario_specs", "SCENARIOS", "LOCALIZATION_CONDITIONS", "NO_FIBER_KINDS"]
