@@ -99,6 +99,13 @@ class AnnotationStyle(StrictModel):
         description="output long side at which font_scale applies as is; larger outputs get proportionally "
         "larger text so labels stay readable when the image is viewed fitted to a screen",
     )
+    min_font_factor: float = Field(
+        0.6, gt=0, le=1, description="smallest text-size factor applied to outputs smaller than the reference side"
+    )
+    info_max_height_fraction: float = Field(
+        0.22, gt=0, le=1, description="the info panel (bottom left) drops its least important lines beyond this "
+        "fraction of the image height"
+    )
     stamp_font_factor: float = Field(3.2, gt=0, le=20, description="stamp text size relative to label text")
     panel_alpha: float = Field(0.62, ge=0, le=1, description="opacity of the dark panels behind text")
     panel_padding_factor: float = Field(
@@ -110,7 +117,7 @@ class AnnotationStyle(StrictModel):
     )
     max_reason_lines: int = Field(4, ge=0, description="lines of violation / error text under the stamp")
     stamp_max_width_fraction: float = Field(
-        0.55, gt=0.1, le=1, description="width available to the text under the stamp, fraction of the image width"
+        0.6, gt=0.1, le=1, description="width available to the text under the stamp, fraction of the image width"
     )
     min_marker_radius_px: float = Field(
         7.0, ge=0, description="defects smaller than this on the output also get a circle of this radius"
@@ -218,7 +225,7 @@ class _Canvas:
         self.s = scale
         self.h, self.w = img.shape[:2]
         self.style = style
-        grow = max(1.0, max(self.h, self.w) / style.font_reference_side_px)
+        grow = max(style.min_font_factor, max(self.h, self.w) / style.font_reference_side_px)
         self.fs = font_scale * grow
         self.text_th = max(1, int(round(self.fs * 1.6)))
         self.line = max(1, int(line_px))
@@ -585,10 +592,16 @@ def _draw_legend(cv: _Canvas, doc: Mapping, draw: bool = True) -> None:
     defects = [d for d in (doc.get("defects") or []) if isinstance(d, Mapping)]
     if not defects and doc.get("fiber") is None:
         return  # nothing was inspected (ERROR): no legend
-    counts: dict[str, int] = {t: 0 for t in DEFECT_TYPES}
+    present: dict[str, int] = {}
     for d in defects:
         t = str(d.get("type", ""))
-        counts[t] = counts.get(t, 0) + 1
+        present[t] = present.get(t, 0) + 1
+    # classes present, in the canonical order, then unknown ones
+    counts = {t: present[t] for t in DEFECT_TYPES if t in present}
+    counts.update({t: n for t, n in present.items() if t not in counts})
+    if not counts:
+        cv.text_block(["no defects"], cv.w - cv.pad * 2, cv.pad * 2, align_right=True, draw=draw)
+        return
     lines = [f"{t} ({n})" for t, n in counts.items()]
     sw = cv.text_h  # swatch size
     sizes = [cv.text_size(t)[0] for t in lines]
@@ -606,36 +619,44 @@ def _draw_legend(cv: _Canvas, doc: Mapping, draw: bool = True) -> None:
         c = defect_color_bgr(t)
         cv2.rectangle(cv.img, (x0 + cv.pad, ty - sw), (x0 + cv.pad + sw, ty), c, -1)
         cv2.rectangle(cv.img, (x0 + cv.pad, ty - sw), (x0 + cv.pad + sw, ty), SHADOW_BGR, 1)
-        cv.text(label, x0 + 2 * cv.pad + sw, ty, TEXT_BGR if counts[t] else MUTED_TEXT_BGR)
+        cv.text(label, x0 + 2 * cv.pad + sw, ty, TEXT_BGR)
 
 
 def _draw_info(cv: _Canvas, doc: Mapping, draw: bool = True) -> None:
+    """File name, fiber type / rule set, scale, zone diameters, defect count (bottom left).
+
+    Lines are kept by importance until the panel would exceed
+    ``style.info_max_height_fraction`` of the image height.
+    """
     image = doc.get("image") or {}
-    fiber = doc.get("fiber") or {}
+    fiber = doc.get("fiber") if isinstance(doc.get("fiber"), Mapping) else None
     name = image.get("filename") or image.get("path") or ""
-    lines = []
+    ranked: list[tuple[int, str]] = []  # (importance rank, line); lines are shown in list order
     if name:
-        lines.append(str(name))
+        ranked.append((0, str(name)))
     ft, rs = doc.get("fiber_type"), doc.get("rule_set")
     if ft or rs:
-        lines.append(" | ".join(str(v) for v in (ft, rs) if v))
-    ump = _f(fiber.get("um_per_px")) if isinstance(fiber, Mapping) else None
+        ranked.append((3, " | ".join(str(v) for v in (ft, rs) if v)))
+    ump = _f(fiber.get("um_per_px")) if fiber else None
     if ump is not None:
         src = fiber.get("scale_source") or ""
-        lines.append(f"scale {ump:.4g} um/px" + (f" ({src})" if src else ""))
+        ranked.append((2, f"scale {ump:.4g} um/px" + (f" ({src})" if src else "")))
     elif fiber:
-        lines.append("scale unknown: sizes in px")
+        ranked.append((2, "scale unknown: sizes in px"))
     zl = _zone_list(doc)
     if zl:
         parts = [f"{n} {_fmt_um(d)}" if d is not None else f"{n} {2 * r:.0f}px" for n, r, d in zl]
         unit = " um" if all(d is not None for _, _, d in zl) else ""
-        lines.append("zones (diameter): " + ", ".join(parts) + unit)
+        ranked.append((4, "zones (diameter): " + ", ".join(parts) + unit))
     n = len(doc.get("defects") or [])
     if doc.get("status") != "ERROR" or n:
-        lines.append(f"{n} defect" + ("" if n == 1 else "s"))
-    if not lines:
+        ranked.append((1, f"{n} defect" + ("" if n == 1 else "s")))
+    if not ranked:
         return
     lh = cv.text_h + cv.text_base + cv.pad
+    max_lines = max(1, int((cv.h * cv.style.info_max_height_fraction - cv.pad) // lh))
+    keep = sorted(r for r, _ in ranked)[:max_lines]
+    lines = [t for r, t in ranked if r in keep]
     bh = lh * len(lines) + cv.pad
     cv.text_block(lines, cv.pad * 2, cv.h - cv.pad * 2 - bh, draw=draw)
 

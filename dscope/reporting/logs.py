@@ -150,6 +150,18 @@ class _LineFileHandler(logging.FileHandler):
             self.handleError(record)
 
 
+#: Width the event text is padded to on the console (key-values line up after it).
+CONSOLE_EVENT_WIDTH = 36
+
+
+def _console_renderer(colors: bool):
+    # structlog >= 25.5 renamed ``pad_event`` to ``pad_event_to``
+    try:
+        return structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=CONSOLE_EVENT_WIDTH)
+    except TypeError:  # pragma: no cover - older structlog
+        return structlog.dev.ConsoleRenderer(colors=colors, pad_event=CONSOLE_EVENT_WIDTH)
+
+
 def configure_logging(
     console_level: str = "info",
     log_file: str | os.PathLike | None = None,
@@ -227,7 +239,7 @@ def configure_logging(
         if json_console
         else [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.dev.ConsoleRenderer(colors=colors, pad_event=36),
+            _console_renderer(colors),
         ],
     )
 

@@ -319,6 +319,7 @@ def polar_defect_map(
     dpi: int = 100,
     marker_size_pt2: float = 28.0,
     marker_size_gain_pt2: float = 900.0,
+    marker_alpha: float = 0.85,
 ) -> None:
     """Write a polar map of every defect centroid of the batch in the fiber frame.
 
@@ -341,6 +342,8 @@ def polar_defect_map(
     marker_size_pt2, marker_size_gain_pt2 : float
         Marker area of a point-like defect, and extra area per unit of
         (IEC size / cladding diameter).
+    marker_alpha : float
+        Marker opacity (overlapping defects stay visible below 1).
 
     Examples
     --------
@@ -350,8 +353,8 @@ def polar_defect_map(
     >>> os.path.getsize(p) > 0
     True
     """
-    if size_in <= 0 or dpi <= 0 or marker_size_pt2 <= 0 or marker_size_gain_pt2 < 0:
-        raise ValueError("polar_defect_map: size_in, dpi and marker sizes must be positive")
+    if size_in <= 0 or dpi <= 0 or marker_size_pt2 <= 0 or marker_size_gain_pt2 < 0 or not 0 < marker_alpha <= 1:
+        raise ValueError("polar_defect_map: size_in, dpi and marker sizes must be positive, marker_alpha in (0, 1]")
     docs = [d for d in docs if isinstance(d, Mapping)]
     mode, pts = _polar_points(docs)
     zones = _reference_zones(docs, mode)
@@ -388,19 +391,19 @@ def polar_defect_map(
         s = np.array([marker_size_pt2 + marker_size_gain_pt2 * p["rel_size"] for p in sel])
         edge = ["black" if p["violating"] else "0.35" for p in sel]
         lw = [1.6 if p["violating"] else 0.4 for p in sel]
-        ax.scatter(th, rr, s=s, c=[_type_rgb(t)], edgecolors=edge, linewidths=lw, alpha=0.85, zorder=3)
+        ax.scatter(th, rr, s=s, c=[_type_rgb(t)], edgecolors=edge, linewidths=lw, alpha=marker_alpha, zorder=3)
 
     ax.set_rlim(0, r_max)
     ax.set_rlabel_position(100)
     ax.tick_params(axis="y", labelsize=8, colors="0.35")
     ax.tick_params(axis="x", labelsize=8, colors="0.35")
     ax.grid(alpha=0.25)
-    unit = "radius [µm] from fiber centre" if mode == "um" else "radius / cladding radius"
+    unit = "radius in µm from the fiber centre" if mode == "um" else "radius in cladding radii (1 = cladding edge)"
     n_img = sum(1 for d in docs if _defects(d))
     ax.set_title(
-        f"Defect positions: {len(pts)} defect(s) in {n_img} of {len(docs)} image(s)\n{unit}; "
-        "orientation as seen in the images",
-        fontsize=11, pad=14,
+        f"Defect positions: {len(pts)} defect(s) in {n_img} of {len(docs)} image(s)\n{unit}\n"
+        "up = image top, as seen in the images",
+        fontsize=10, pad=14,
     )
     counts = Counter(p["type"] for p in pts)
     handles = [
