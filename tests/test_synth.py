@@ -339,6 +339,21 @@ def test_dot_grid_truth_matches_image():
     assert t0["n_dots"] - t["n_dots"] == 3
 
 
+def test_dot_grid_non_square_pixels():
+    img, t = make_dot_grid(400, 300, spacing_um=10.0, um_per_px=0.5, axis_ratio=1.09, axis_angle_deg=0.0,
+                           noise_sigma=0.0, seed=2)
+    dots = np.array(t["dots_px"])
+    # neighbours along x keep the spacing, along y they are squeezed by the axis ratio
+    xs = np.unique(np.round(dots[:, 0], 3))
+    ys = np.unique(np.round(dots[:, 1], 3))
+    assert np.diff(xs).mean() == pytest.approx(20.0, rel=1e-6)
+    assert np.diff(ys).mean() == pytest.approx(20.0 / 1.09, rel=1e-6)
+    n, lab, stats, cents = cv2.connectedComponentsWithStats((img < 120).astype(np.uint8))
+    inner = dots[(dots[:, 0] > 8) & (dots[:, 0] < 391) & (dots[:, 1] > 8) & (dots[:, 1] < 291)]
+    d = np.hypot(inner[:, None, 0] - cents[None, 1:, 0], inner[:, None, 1] - cents[None, 1:, 1]).min(1)
+    assert (d < 0.3).all()
+
+
 def test_dot_grid_extra_dots_are_off_lattice():
     img, t = make_dot_grid(400, 300, spacing_um=10.0, um_per_px=0.4, n_extra=3, seed=6, noise_sigma=0)
     assert t["n_extra"] == len(t["extra_dots_px"]) >= 1

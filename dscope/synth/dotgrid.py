@@ -27,6 +27,8 @@ def make_dot_grid(
     background_level: float = 200.0,
     dot_level: float = 40.0,
     offset_px: tuple[float, float] = (0.0, 0.0),
+    axis_ratio: float = 1.0,
+    axis_angle_deg: float = 0.0,
     seed: int = 0,
     bit_depth: int = 8,
 ) -> tuple[np.ndarray, dict]:
@@ -36,7 +38,10 @@ def make_dot_grid(
     points along ``(cos r, sin r)`` in image coordinates (x right, y down), the
     convention of :class:`dscope.inspection.types.Ellipse`.  ``n_missing``
     lattice dots are left out and ``n_extra`` spurious dots (dust) are added off
-    the lattice.
+    the lattice.  ``axis_ratio`` > 1 squeezes the image along the direction
+    ``axis_angle_deg + 90`` (non-square analog pixels), exactly like an
+    elliptical fiber: ``um_per_px`` then holds along ``axis_angle_deg`` and the
+    scale across it is ``um_per_px * axis_ratio``.
 
     Returns
     -------
@@ -46,7 +51,8 @@ def make_dot_grid(
         ``um_per_px``, ``spacing_px``, ``spacing_um``, ``rotation_deg``,
         ``dot_diameter_px``, ``n_dots`` (lattice dots whose centre is inside the
         frame, missing ones excluded), ``n_missing``, ``n_extra``,
-        ``dots_px`` (their centres, [x, y]), ``extra_dots_px``.
+        ``dots_px`` (their centres, [x, y]), ``extra_dots_px``, ``axis_ratio``,
+        ``axis_angle_deg``.
 
     Examples
     --------
@@ -60,6 +66,8 @@ def make_dot_grid(
         raise SynthSpecError("spacing_um and um_per_px must be > 0")
     if bit_depth not in (8, 16):
         raise SynthSpecError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    if not (1.0 <= axis_ratio <= 3.0):
+        raise SynthSpecError(f"axis_ratio must be within 1..3, got {axis_ratio!r}")
     sp = spacing_um / um_per_px
     dd = (dot_diameter_um if dot_diameter_um is not None else DOT_DIAMETER_FRACTION * spacing_um) / um_per_px
     if not (2.0 <= sp <= min(width, height) / 2.0):
@@ -73,21 +81,35 @@ def make_dot_grid(
     cy = (height - 1) / 2.0 + offset_px[1]
     xs = np.arange(width, dtype=np.float32)[None, :] - np.float32(cx)
     ys = np.arange(height, dtype=np.float32)[:, None] - np.float32(cy)
-    u = (xs * np.float32(c) + ys * np.float32(s)) / np.float32(sp)
-    v = (-xs * np.float32(s) + ys * np.float32(c)) / np.float32(sp)
+    # image -> physical (circular) frame, as FiberGeometry.to_normalized does for the fiber
+    ta = math.radians(axis_angle_deg)
+    ca, sa, q = np.float32(math.cos(ta)), np.float32(math.sin(ta)), np.float32(axis_ratio)
+    pu = xs * ca + ys * sa
+    pv = (-xs * sa + ys * ca) * q
+    nx, ny = pu * ca - pv * sa, pu * sa + pv * ca
+    u = (nx * np.float32(c) + ny * np.float32(s)) / np.float32(sp)
+    v = (-nx * np.float32(s) + ny * np.float32(c)) / np.float32(sp)
     iu, iv = np.rint(u), np.rint(v)
     d = np.hypot(u - iu, v - iv) * np.float32(sp)
     cov = np.clip(np.float32(dd / 2.0 + 0.5) - d, 0, 1)
 
     # lattice dots with centres in the frame
+    def to_img(fu, fv):  # lattice coordinates -> image pixels
+        gx, gy = sp * (fu * c - fv * s), sp * (fu * s + fv * c)
+        uu = gx * math.cos(ta) + gy * math.sin(ta)
+        vv = (-gx * math.sin(ta) + gy * math.cos(ta)) / axis_ratio
+        return cx + uu * math.cos(ta) - vv * math.sin(ta), cy + uu * math.sin(ta) + vv * math.cos(ta)
+
     corners = np.array([[-cx, -cy], [width - cx, -cy], [-cx, height - cy], [width - cx, height - cy]])
-    uc = (corners[:, 0] * c + corners[:, 1] * s) / sp
-    vc = (-corners[:, 0] * s + corners[:, 1] * c) / sp
+    cu = corners[:, 0] * math.cos(ta) + corners[:, 1] * math.sin(ta)
+    cvq = (-corners[:, 0] * math.sin(ta) + corners[:, 1] * math.cos(ta)) * axis_ratio
+    cnx, cny = cu * math.cos(ta) - cvq * math.sin(ta), cu * math.sin(ta) + cvq * math.cos(ta)
+    uc = (cnx * c + cny * s) / sp
+    vc = (-cnx * s + cny * c) / sp
     iu_r = np.arange(math.floor(uc.min()), math.ceil(uc.max()) + 1)
     iv_r = np.arange(math.floor(vc.min()), math.ceil(vc.max()) + 1)
     II, JJ = np.meshgrid(iu_r, iv_r)
-    px = cx + sp * (II * c - JJ * s)
-    py = cy + sp * (II * s + JJ * c)
+    px, py = to_img(II, JJ)
     inside = (px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)
     dots_i, dots_j = II[inside], JJ[inside]
     n_in = int(inside.sum())
@@ -106,7 +128,7 @@ def make_dot_grid(
         # off-lattice position: half a pitch from the lattice points
         fu, fv = rng.uniform(uc.min(), uc.max()), rng.uniform(vc.min(), vc.max())
         fu, fv = math.floor(fu) + 0.5, math.floor(fv) + 0.5
-        ex, ey = cx + sp * (fu * c - fv * s), cy + sp * (fu * s + fv * c)
+        ex, ey = to_img(fu, fv)
         if 0 <= ex < width and 0 <= ey < height:
             r = max(dd / 2.0 * rng.uniform(0.4, 1.2), 1.0)
             cv2.circle(img, (int(round(ex * 16)), int(round(ey * 16))), int(round(r * 16)), float(dot_level),
@@ -132,5 +154,7 @@ def make_dot_grid(
         "n_extra": len(extra),
         "dots_px": [[float(x), float(y)] for x, y in zip(kept_x, kept_y)],
         "extra_dots_px": extra,
+        "axis_ratio": float(axis_ratio),
+        "axis_angle_deg": float(axis_angle_deg),
     }
     return out, truth
