@@ -157,6 +157,25 @@ def test_defect_polarity_and_contrast_truth(dtype, polarity):
     assert d.cnr == pytest.approx(abs(d.contrast) / (1 / math.sqrt(12)), rel=1e-6)  # noise-free: quantisation floor
 
 
+@pytest.mark.parametrize("style", ["dust", "film", "ring"])
+def test_contamination_styles(style):
+    for seed in range(3):
+        spec = _quiet(um_per_px=0.25, seed=seed, defects=[
+            DefectSpec("contamination", style=style, size_um=25.0, contrast=30.0, zone="cladding")])
+        img, t = render(spec)
+        bg, _ = render(SynthSpec(**{**spec.__dict__, "defects": []}))
+        m = t.labels == 1
+        filled = np.zeros(m.shape, np.uint8)
+        cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(filled, cnts, -1, 1, -1)
+        assert filled.sum() == m.sum()  # lobes are united, never XOR-ed into holes
+        dev = bg.astype(float) - img.astype(float)  # dark contamination: positive deviation
+        if style == "ring":
+            inner = cv2.erode(m.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+            rim = m & ~(cv2.erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+            assert dev[rim].mean() > 1.5 * dev[inner].mean()
+
+
 def test_sizes_are_measured_in_the_circular_frame():
     sizes = []
     for q in (1.0, 1.3):

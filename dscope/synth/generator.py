@@ -40,6 +40,13 @@ _SS_MAX_PIXELS = 1_000_000
 MASK_ALPHA = 0.5
 #: Relative slow variation of the contrast along scratches and cracks (1 sigma).
 LINE_CONTRAST_VARIATION = 0.15
+#: Contamination looks: compact dust particle, soft oil film, dried residue ring.
+CONTAMINATION_STYLES = ("dust", "film", "ring")
+#: Relative smooth contrast modulation inside contamination (1 sigma).
+CONTAMINATION_MODULATION = 0.3
+#: Residue ring: rim width / diameter, and contrast loss of the interior.
+RING_WIDTH_FRACTION = 0.12
+RING_INNER_DEPTH = 0.7
 #: Candidate positions drawn per defect and zone (cheap pre-check each).
 PLACEMENT_ATTEMPTS = 200
 #: Shape builds per defect, and per image, at most (bound the render time when defects cannot fit).
@@ -156,7 +163,8 @@ def _polygon_alpha(polys_xy: list[np.ndarray], W: int, H: int, pad: float = 2.0,
     # pixel (i, j) of the canvas covers [j, j+1) x [i, i+1) in canvas units; a fill at integer
     # coordinates is sampled at canvas pixel centres, so shift by -0.5 canvas px
     pts = [p - (1 << (shift - 1)) for p in pts]
-    cv2.fillPoly(canvas, pts, 255, lineType=cv2.LINE_8, shift=shift)
+    for p in pts:  # one call per polygon: a single call would XOR overlapping lobes
+        cv2.fillPoly(canvas, [p], 255, lineType=cv2.LINE_8, shift=shift)
     if clip_fn is not None:
         sx = x0 + (np.arange(w * ss, dtype=np.float64) + 0.5) / ss - 0.5
         sy = y0 + (np.arange(h * ss, dtype=np.float64) + 0.5) / ss - 0.5
@@ -677,21 +685,34 @@ def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, base, levels, sig
             target = np.clip(max(F, G, E) + contrast, _LEVEL_MIN, 255.0)
         dpatch = patch.alpha * (np.float32(target) - local)
     elif t == "contamination":
-        n_lobes = int(rng.integers(1, 4))
+        style = ds.style or str(rng.choice(CONTAMINATION_STYLES))
+        info["style"] = style
+        if style == "dust":  # compact particle, fairly sharp
+            n_lobes, irr, soft_rng = 1, (0.1, 0.35), (0.4, 1.0)
+        elif style == "film":  # oil / smear: several lobes, very soft
+            n_lobes, irr, soft_rng = int(rng.integers(2, 5)), (0.3, 0.6), (1.5, 3.5)
+        else:  # "ring": dried residue, contrast concentrated on its outline
+            n_lobes, irr, soft_rng = int(rng.integers(1, 3)), (0.15, 0.4), (0.6, 1.5)
         polys = []
         for i in range(n_lobes):
             off = np.zeros(2) if i == 0 else rng.normal(0, size_n / 4.0, 2)
             rad = size_n / 2.0 * (1.0 if i == 0 else rng.uniform(0.4, 0.8))
-            outline = _blob_outline(rng, rad, rng.uniform(0.2, 0.6), n=40) + p0 + off
+            outline = _blob_outline(rng, rad, rng.uniform(*irr), n=40) + p0 + off
             polys.append(np.stack(fr.from_norm(outline[:, 0], outline[:, 1]), axis=1))
-        soft = float(min(rng.uniform(0.6, 2.5), max(size_n / 6.0, 0.5)))
+        soft = float(min(rng.uniform(*soft_rng), max(size_n / 6.0, 0.4)))
         patch = _polygon_alpha(polys, W, H, pad=3 * soft + 2)
         if patch is None:
             return None
-        patch.alpha = cv2.GaussianBlur(patch.alpha, (0, 0), soft)
-        # amorphous interior: +-30 % smooth modulation
+        hard = patch.alpha
+        patch.alpha = cv2.GaussianBlur(hard, (0, 0), soft)
         h, w = patch.alpha.shape
-        mod = 1.0 + 0.3 * _noise_field(rng, h, w, max(size_n / 4.0, 2.0))
+        # amorphous interior: smooth modulation
+        mod = 1.0 + CONTAMINATION_MODULATION * _noise_field(rng, h, w, max(size_n / 4.0, 2.0))
+        if style == "ring":
+            k = max(int(round(RING_WIDTH_FRACTION * size_n)), 1)
+            inner = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+            inner = cv2.GaussianBlur(inner, (0, 0), soft)
+            mod = mod * (1.0 - RING_INNER_DEPTH * np.clip(inner / np.maximum(patch.alpha, 1e-6), 0, 1))
         dpatch = (sign * contrast) * patch.alpha * mod.astype(np.float32)
     else:  # pragma: no cover - DefectSpec validates the type
         return None

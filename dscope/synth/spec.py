@@ -132,6 +132,9 @@ class DefectSpec:
         Number of side branches of a crack.
     orientation_deg : float or None
         Direction of a scratch (circular frame).
+    style : str or None
+        Contamination look: ``dust`` (compact particle), ``film`` (soft oil
+        smear) or ``ring`` (dried residue, dark outline); ``None`` = random.
     """
 
     type: str
@@ -146,6 +149,7 @@ class DefectSpec:
     on_edge: bool = False
     branches: int | None = None
     orientation_deg: float | None = None
+    style: str | None = None
 
     def __post_init__(self):
         if self.type not in DEFECT_TYPES:
@@ -158,6 +162,8 @@ class DefectSpec:
             v = getattr(self, name)
             if v is not None and not (v > 0):
                 raise SynthSpecError(f"defect {name} must be > 0, got {v!r}")
+        if self.style is not None and (self.type != "contamination" or self.style not in ("dust", "film", "ring")):
+            raise SynthSpecError(f"style {self.style!r} is only for contamination: dust, film or ring")
         if self.contrast is not None and not (self.contrast >= 0):
             raise SynthSpecError(f"defect contrast is a magnitude and must be >= 0, got {self.contrast!r}")
 
