@@ -102,7 +102,44 @@ def test_black_borders_are_zero():
     assert img[H // 2, W // 2] > 0
 
 
+def test_illumination_noise_and_jpeg_knobs():
+    flat, _ = render(_quiet(has_fiber=False, no_fiber_kind="blank", ferrule_level=150.0))
+    vig, _ = render(_quiet(has_fiber=False, no_fiber_kind="blank", ferrule_level=150.0, vignetting=0.3))
+    grad, _ = render(_quiet(has_fiber=False, no_fiber_kind="blank", ferrule_level=150.0, illum_gradient=0.4,
+                            illum_gradient_angle_deg=0.0))
+    assert np.ptp(flat) <= 1
+    assert vig[H // 2, W // 2] > vig[0, 0] + 30  # corners lose 30 %
+    assert grad[:, -10:].mean() > grad[:, :10].mean() + 40  # +-20 % left to right
+    dark, _ = render(_quiet(has_fiber=False, no_fiber_kind="blank", ferrule_level=30.0, shot_noise=1.0))
+    bright, _ = render(_quiet(has_fiber=False, no_fiber_kind="blank", ferrule_level=200.0, shot_noise=1.0))
+    assert bright.std() > 2 * dark.std()  # shot noise grows with the level
+    spec = SynthSpec(width=W, height=H, seed=5, noise_sigma=0.0)
+    a, _ = render(spec)
+    b, _ = render(SynthSpec(**{**spec.__dict__, "jpeg_quality": 20}))
+    assert b.dtype == np.uint8 and 0 < np.abs(a.astype(int) - b).mean() < 6
+
+
+def test_black_borders_reduce_in_frame_fraction():
+    spec = _quiet(um_per_px=125 / 200)
+    _, t0 = render(spec)
+    _, t1 = render(SynthSpec(**{**spec.__dict__, "border_left_px": 80}))
+    assert t0.in_frame_fraction == pytest.approx(1.0, abs=0.01)
+    r, h = t1.cladding_radius_px, 79.5 - (t1.center_px[0] - t1.cladding_radius_px)  # bar covers x < 79.5
+    segment = r * r * math.acos((r - h) / r) - (r - h) * math.sqrt(2 * r * h - h * h)
+    assert t1.in_frame_fraction == pytest.approx(1 - segment / (math.pi * r * r), abs=0.01)
+
+
 # ---------------------------------------------------------------- defects
+def test_scratch_across_the_fiber_touches_every_inner_zone_and_the_edge():
+    spec = _quiet(um_per_px=125 / 150, defects=[
+        DefectSpec("scratch", radius_um=0.0, angle_deg=0.0, size_um=170.0, width_um=3.0, orientation_deg=30)])
+    _, t = render(spec)
+    d = t.defects[0]
+    assert d.zone == "core" and d.touches_cladding_edge
+    assert {"core", "cladding", "adhesive", "contact"} <= set(d.zones_touched)
+    assert d.length_um == pytest.approx(170.0, rel=0.01)
+
+
 def _mixed_truths(n=6):
     for spec in scenario_specs(5, n, "mixed", width=W, height=H, _min_defects=3):
         yield spec, *render(spec)
