@@ -12,7 +12,7 @@ Layout of the output
 * bottom left: file name, fiber type / rule set, scale and defect count;
 * over the fiber: IEC zone boundaries (dashed, labelled ``name diameter um``),
   the cladding and core outlines (solid), every defect's contour (rotated
-  rectangle for scratches and cracks) in its class colour and a label
+  rectangle for scratches) in its class colour and a label
   ``"S1: Scratch, 15.2 um"`` (IEC size: width of scratches/cracks, diameter
   otherwise; pixels when there is no micrometre scale).
 
@@ -478,9 +478,8 @@ def _defect_shape(d: Mapping) -> tuple[np.ndarray | None, bool]:
             pts = None
         if pts is not None and (len(pts) == 0 or not np.isfinite(pts).all()):
             pts = None
-    linear = d.get("type") in ("scratch", "crack")
     if pts is not None and len(pts) >= 3:
-        if linear:
+        if d.get("type") == "scratch":  # a scratch is shown by its rotated (min-area) rectangle
             rect = cv2.minAreaRect(pts.astype(np.float32))
             return cv2.boxPoints(rect).astype(np.float64), True
         return pts, True

@@ -40,6 +40,11 @@ STATUSES: tuple[str, ...] = ("PASS", "FAIL", "UNGRADED", "ERROR")
 _ZONE_LINE_RGB = {"core": "#1f77b4", "cladding": "#2ca02c", "adhesive": "#d08a00", "contact": "#8c4aa6"}
 
 
+#: Angle of the first zone label on the polar map and the step between labels (degrees, counter-clockwise).
+_ZONE_LABEL_START_DEG = 62.0
+_ZONE_LABEL_STEP_DEG = -24.0
+
+
 def _rgb(bgr: tuple[int, int, int]) -> tuple[float, float, float]:
     return (bgr[2] / 255.0, bgr[1] / 255.0, bgr[0] / 255.0)
 
@@ -287,11 +292,11 @@ def _polar_points(docs: Sequence[Mapping]) -> tuple[str, list[dict]]:
     return ("um" if um_mode else "norm"), pts
 
 
-def _reference_zones(docs: Sequence[Mapping], mode: str) -> list[tuple[str, float, float | None]]:
-    """(name, radius in plot units, diameter um) of the zones of the most common rule set."""
+def _reference_zones(docs: Sequence[Mapping], mode: str) -> tuple[str | None, list[tuple[str, float, float | None]]]:
+    """Most common rule set and (name, radius in plot units, diameter um) of its zones."""
     sets = Counter(str(d.get("rule_set")) for d in docs if d.get("zones") and isinstance(d.get("fiber"), Mapping))
     if not sets:
-        return []
+        return None, []
     ref_set = sets.most_common(1)[0][0]
     ref = next(d for d in docs if str(d.get("rule_set")) == ref_set and d.get("zones") and isinstance(d.get("fiber"), Mapping))
     r_clad = _f(ref["fiber"].get("cladding_radius_px"))
@@ -308,7 +313,7 @@ def _reference_zones(docs: Sequence[Mapping], mode: str) -> list[tuple[str, floa
             if r_px is None or not r_clad:
                 continue
             out.append((str(z.get("name")), r_px / r_clad, d_um))
-    return out
+    return ref_set, out
 
 
 def polar_defect_map(
@@ -357,7 +362,7 @@ def polar_defect_map(
         raise ValueError("polar_defect_map: size_in, dpi and marker sizes must be positive, marker_alpha in (0, 1]")
     docs = [d for d in docs if isinstance(d, Mapping)]
     mode, pts = _polar_points(docs)
-    zones = _reference_zones(docs, mode)
+    rule_set, zones = _reference_zones(docs, mode)
     fig = Figure(figsize=(size_in, size_in), dpi=dpi, layout="constrained")
     ax = fig.add_subplot(projection="polar")
     ax.set_theta_zero_location("E")
@@ -376,7 +381,7 @@ def polar_defect_map(
         if i == 0:
             ax.fill_between(theta_c, 0, r, color=_rgb(ZONE_COLORS_BGR.get(name, (230, 230, 230))), alpha=0.35, zorder=0)
         label = f"{name} Ø{d_um:g} µm" if d_um is not None else name
-        ang = math.radians(60 - 22 * i)
+        ang = math.radians(_ZONE_LABEL_START_DEG + _ZONE_LABEL_STEP_DEG * i)
         ax.annotate(label, xy=(ang, r), xytext=(4, 4), textcoords="offset points", fontsize=9, color=color,
                     fontweight="bold", bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.6, alpha=0.85),
                     zorder=4)
@@ -414,7 +419,8 @@ def polar_defect_map(
     ]
     handles.append(Line2D([], [], marker="o", ls="", markersize=8, markerfacecolor="white", markeredgecolor="black",
                           markeredgewidth=1.6, label="named in a violation"))
-    handles.append(Patch(facecolor="none", edgecolor="0.4", ls="--", label="zone boundary"))
+    zone_label = "zone boundary" + (f"\n({rule_set})" if rule_set and rule_set != "None" else "")
+    handles.append(Patch(facecolor="none", edgecolor="0.4", ls="--", label=zone_label))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(-0.08, 1.02), fontsize=8, frameon=True,
               framealpha=0.9)
     if not pts:
