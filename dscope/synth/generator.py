@@ -40,6 +40,8 @@ _SS_MAX_PIXELS = 1_000_000
 MASK_ALPHA = 0.5
 #: Relative slow variation of the contrast along scratches and cracks (1 sigma).
 LINE_CONTRAST_VARIATION = 0.15
+#: Grain inside a chip relative to the ferrule grain.
+CHIP_TEXTURE_FRACTION = 0.5
 #: Contamination looks: compact dust particle, soft oil film, dried residue ring.
 CONTAMINATION_STYLES = ("dust", "film", "ring")
 #: Relative smooth contrast modulation inside contamination (1 sigma).
@@ -473,7 +475,8 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
     vis = (vis_x0, vis_x1, vis_y0)
     budget = [MAX_IMAGE_SHAPE_BUILDS]  # shape builds left for this image
     for ds in spec.defects:
-        res = _place_defect(ds, drng, fr, a, upp, zones, labels, base, (F, G, E), W, H, vis, budget)
+        res = _place_defect(ds, drng, fr, a, upp, zones, labels, (base, tex, spec.ferrule_texture), (F, G, E), W, H,
+                            vis, budget)
         if res is None:
             dropped += 1
             continue
@@ -546,7 +549,7 @@ def _zone_radius_range(zone, zones, a_px, upp):
     return 0.0, a_px
 
 
-def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, levels, W, H, vis, budget):
+def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, bg, levels, W, H, vis, budget):
     """Draw shape + position until it fits (inside the visible frame, no overlap)."""
     F, G, E = levels
     lo_c, hi_c = _DEFAULT_CONTRAST[ds.type]
@@ -592,7 +595,7 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, base, 
                 return None
             builds += 1
             budget[0] -= 1
-            built = _build_shape(ds, rng, fr, p0, phi, a, upp, size_n, base, levels, sign, contrast, W, H)
+            built = _build_shape(ds, rng, fr, p0, phi, a, upp, size_n, bg, levels, sign, contrast, W, H)
             if built is None:
                 continue
             patch, mask, dpatch, info = built
@@ -629,7 +632,8 @@ def _straddles_edge(ys, xs, fr: _Frame, a: float, tol_px: float = 1.0) -> bool:
     return bool(rn.min() <= a + tol_px and rn.max() >= a - tol_px)
 
 
-def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, base, levels, sign, contrast, W, H):
+def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, bg, levels, sign, contrast, W, H):
+    base, tex, tex_amp = bg
     F, G, E = levels
     t = ds.type
     info: dict = {}
@@ -683,7 +687,9 @@ def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, base, levels, sig
             target = np.clip(min(F, G, E) - contrast, _LEVEL_MIN / 2, _LEVEL_MAX)
         else:
             target = np.clip(max(F, G, E) + contrast, _LEVEL_MIN, 255.0)
-        dpatch = patch.alpha * (np.float32(target) - local)
+        # the bite shows what lies below the glass: adhesive / ferrule grain
+        target = np.float32(target) + np.float32(CHIP_TEXTURE_FRACTION * tex_amp) * tex[ys_, xs_]
+        dpatch = patch.alpha * (target - local)
     elif t == "contamination":
         style = ds.style or str(rng.choice(CONTAMINATION_STYLES))
         info["style"] = style
@@ -789,4 +795,5 @@ def _measure(k, ds, patch, mask, info, fr: _Frame, a, upp, zones, names, spec, c
         detectable=bool(cnr >= DETECTABLE_CNR and width_px >= DETECTABLE_WIDTH_PX),
         bbox_px=(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)),
         width_px=float(width_px), length_px=float(length_um / upp), diameter_px=float(diameter_n),
+        style=info.get("style"),
     )

@@ -55,7 +55,7 @@ class SynthRanges(StrictModel):
     rim_line_width_px: Range = _r(0.7, 1.6, "sigma of the rim line (px)")
     ferrule_texture: Range = _r(3.0, 9.0, "ceramic grain rms (grey levels)")
     texture_scale_px: Range = _r(0.8, 2.0, "grain size (px)")
-    ferrule_mottle: Range = _r(1.5, 6.0, "slow ferrule mottle rms (grey levels)")
+    ferrule_mottle: Range = _r(1.0, 3.5, "slow ferrule mottle rms (grey levels)")
     illum_gradient: Range = _r(0.0, 0.15, "relative illumination change across the frame")
     vignetting: Range = _r(0.0, 0.15, "relative illumination loss in the corners")
     blur_sigma_px: Range = _r(0.5, 1.4, "defocus blur sigma (px)")

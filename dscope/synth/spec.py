@@ -178,6 +178,10 @@ class SynthSpec:
     Grey levels are on the 8-bit scale.  Lengths ending in ``_um`` are in the
     fiber's circular frame; ``um_per_px`` is along the major axis.
     ``um_per_px=None`` means "cladding diameter = 35 % of the shorter image side".
+    ``jpeg_quality`` applies to 8-bit output only (ignored when ``bit_depth == 16``).
+    ``center_offset_px`` moves the fiber centre from the image centre
+    ``((width - 1) / 2, (height - 1) / 2)``; ``ellipse_angle_deg`` is the major-axis
+    direction (convention of :class:`dscope.inspection.types.Ellipse`).
     """
 
     width: int = 2048
@@ -212,7 +216,7 @@ class SynthSpec:
     rim_line_width_px: float = 1.0
     ferrule_texture: float = 5.0
     texture_scale_px: float = 1.2
-    ferrule_mottle: float = 4.0
+    ferrule_mottle: float = 2.5
     illum_gradient: float = 0.0
     illum_gradient_angle_deg: float = 0.0
     vignetting: float = 0.0
@@ -323,6 +327,7 @@ class DefectTruth:
     touches_cladding_edge: bool
     detectable: bool
     bbox_px: tuple[int, int, int, int] = (0, 0, 0, 0)
+    style: str | None = None  # contamination look (dust, film, ring); None for other classes
     width_px: float = 0.0
     length_px: float = 0.0
     diameter_px: float = 0.0
