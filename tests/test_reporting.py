@@ -16,6 +16,7 @@ from dscope.reporting.annotate import (
     AnnotationStyle,
     defect_label,
     render_annotated,
+    wrap_reasons,
 )
 from dscope.reporting.plots import batch_summary_plot, polar_defect_map
 from dscope.reporting.tables import (
@@ -514,3 +515,27 @@ def test_polar_map_places_defects_as_seen_in_the_image(tmp_path, um):
     assert pos["crack"][1] - pos["pit"][1] > 40 and abs(pos["crack"][0] - pos["pit"][0]) < 5
     centre = (pos["contamination"] + pos["chip"]) / 2
     assert np.allclose(centre, (pos["pit"] + pos["crack"]) / 2, atol=5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 12])
+@pytest.mark.parametrize("max_lines", [1, 3, 5])
+def test_reason_text_is_capped_and_counts_the_rest(n, max_lines):
+    reasons = [f"scratch S{i} 4.2 um wide > 3 um limit in the cladding zone" for i in range(n)]
+    lines = wrap_reasons(reasons, 30, max_lines)
+    assert 1 <= len(lines) <= max_lines
+    assert all(len(ln) <= 30 for ln in lines if not ln.startswith("..."))
+    shown = sum(1 for ln in lines if ln.startswith("scratch"))
+    if shown < n:
+        assert lines[-1] == f"... {n - shown} more reason(s) in the report"
+    else:
+        assert not lines[-1].startswith("...")
+    # reasons are kept in order and whole
+    assert [ln.split()[1] for ln in lines if ln.startswith("scratch")] == [f"S{i}" for i in range(shown)]
+
+
+def test_many_violations_render():
+    doc = make_doc(status="FAIL")
+    doc["violations"] = [{"zone": "core", "rule": f"r{i}", "message": f"defect {i} too large in core " * 3,
+                          "defect_ids": []} for i in range(30)]
+    out = render_annotated(end_face(), doc, **RENDER)
+    assert color_fraction(out[:100, :200], STATUS_COLORS_BGR["FAIL"]) > 0.1

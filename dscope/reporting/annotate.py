@@ -41,6 +41,7 @@ __all__ = [
     "ZONE_COLORS_BGR",
     "render_annotated",
     "defect_label",
+    "wrap_reasons",
 ]
 
 #: Fixed colour of each defect class (BGR).  Shared with :mod:`dscope.reporting.plots`.
@@ -550,6 +551,34 @@ def _reason_lines(doc: Mapping, status: str) -> list[str]:
     return [s for s in lines if s]
 
 
+def wrap_reasons(reasons: Sequence[str], width_chars: int, max_lines: int) -> list[str]:
+    """Wrap reason texts to ``width_chars`` and keep at most ``max_lines`` lines.
+
+    Whole reasons are kept in order; when some do not fit, the last line says
+    how many were left out.
+
+    Examples
+    --------
+    >>> wrap_reasons(["scratch in core", "pit too large in cladding", "chip on the edge"], 40, 2)
+    ['scratch in core', '... 2 more reason(s) in the report']
+    """
+    if max_lines <= 0:
+        return []
+    lines: list[str] = []
+    shown = 0
+    for i, r in enumerate(reasons):
+        wrapped = textwrap.wrap(r, max(8, width_chars), subsequent_indent="  ") or [r]
+        room = max_lines - (0 if i == len(reasons) - 1 else 1)  # keep a line for "... more"
+        if len(lines) + len(wrapped) > room:
+            break
+        lines.extend(wrapped)
+        shown += 1
+    if shown < len(reasons):
+        more = f"... {len(reasons) - shown} more reason(s) in the report"
+        lines = lines[: max_lines - 1] + [more]
+    return lines
+
+
 def _draw_stamp(cv: _Canvas, doc: Mapping, status: str, draw: bool = True) -> None:
     st = cv.style
     color = STATUS_COLORS_BGR.get(status, STATUS_COLORS_BGR["ERROR"])
@@ -576,15 +605,7 @@ def _draw_stamp(cv: _Canvas, doc: Mapping, status: str, draw: bool = True) -> No
     avail = max(x1 - x0, int(cv.w * st.stamp_max_width_fraction)) - 2 * cv.pad
     char_w = max(1, cv.text_size("abcdefghijklmnopqrstuvwxyz")[0] / 26.0)
     width_chars = max(12, int(avail / char_w))
-    lines: list[str] = []
-    for r in reasons:
-        wrapped = textwrap.wrap(r, width_chars, subsequent_indent="  ") or [r]
-        lines.extend(wrapped)
-    if len(lines) > st.max_reason_lines:
-        extra_msgs = len(reasons)
-        lines = lines[: st.max_reason_lines]
-        lines[-1] = lines[-1] + f"  (... {extra_msgs} reason(s) in total)"
-    cv.text_block(lines, x0, y1 + cv.pad, draw=draw)
+    cv.text_block(wrap_reasons(reasons, width_chars, st.max_reason_lines), x0, y1 + cv.pad, draw=draw)
 
 
 def _draw_legend(cv: _Canvas, doc: Mapping, draw: bool = True) -> None:
