@@ -158,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
     log_file = out / f"dscope_{stamp}.log"
-    configure_logging(config.logging.console_level if not args.quiet else "warning", log_file)
+    configure_logging(
+        config.logging.console_level if not args.quiet else "warning", log_file, file_level=config.logging.file_level
+    )
     import structlog
 
     log = structlog.get_logger("dscope.batch")
