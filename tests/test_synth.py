@@ -365,12 +365,19 @@ def test_no_fiber_frames(kind):
 
 def test_bad_specs_raise_coded_errors():
     for kw in ({"bit_depth": 12}, {"axis_ratio": 0.5}, {"glass_polarity": "grey"}, {"fiber_type": "nope"},
-               {"width": 320, "border_left_px": 200, "border_right_px": 200}):
+               {"width": 320, "border_left_px": 200, "border_right_px": 200}, {"noise_sigma": float("nan")},
+               {"ferrule_level": float("inf")}, {"center_offset_px": (0.0, float("nan"))},
+               {"width": 10000, "height": 10000}):
         with pytest.raises(SynthSpecError) as ei:
             SynthSpec(**kw)
         assert ei.value.code == "bad_argument"
     with pytest.raises(DScopeError):
         DefectSpec("blob")
+    for kw in ({"size_um": -1.0}, {"radius_um": float("nan")}, {"polarity": "grey"}, {"style": "ring"}):
+        with pytest.raises(SynthSpecError):
+            DefectSpec("pit", **kw)
+    with pytest.raises(SynthSpecError):
+        make_dot_grid(200, 160, spacing_um=float("nan"))
     with pytest.raises(SynthSpecError):
         random_spec(np.random.default_rng(0), "nonsense")
     with pytest.raises(SynthSpecError):

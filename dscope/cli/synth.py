@@ -60,8 +60,12 @@ def run(args) -> int:
 
     if args.n < 0:
         raise DScopeError("bad_argument", f"--n must be >= 0, got {args.n}")
-    if not (16 <= args.width <= 20000 and 16 <= args.height <= 20000):
-        raise DScopeError("bad_argument", f"--width/--height must be 16..20000, got {args.width}x{args.height}")
+    from dscope.synth.spec import MAX_PIXELS, MAX_SIDE_PX, MIN_SIDE_PX
+
+    if not (MIN_SIDE_PX <= args.width <= MAX_SIDE_PX and MIN_SIDE_PX <= args.height <= MAX_SIDE_PX) \
+            or args.width * args.height > MAX_PIXELS:
+        raise DScopeError("bad_argument", f"--width/--height must be {MIN_SIDE_PX}..{MAX_SIDE_PX} px and at most "
+                          f"{MAX_PIXELS} pixels, got {args.width}x{args.height}")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,26 @@ Used by tests, benchmarks and the demo::
 
 Grey-level quantities of specs and truths are on the 8-bit scale.  Sizes in um
 are measured in the fiber's circular frame (``FiberGeometry.to_normalized``).
+
+Ground truth of a defect (:class:`DefectTruth`):
+
+- mask (``truth.labels == id``): pixels whose rendered coverage is at least half
+  of the defect's peak coverage (the drawn shape for solid shapes, the
+  half-maximum contour for soft contamination and sub-pixel defects);
+- ``diameter_um``: smallest enclosing circle of the mask in the circular frame
+  (+1 px for the pixel extent); ``width_um``/``length_um``: the drawn line width
+  and polyline length for scratches and cracks, the minimum-area rectangle of
+  the mask otherwise;
+- ``contrast``: mean over the mask of (image without noise) - (same image
+  without this defect), after illumination and blur, in grey levels (signed);
+- ``cnr = |contrast| / sqrt(noise_sigma**2 + shot_noise * background)``;
+  ``detectable = cnr >= 2 and width >= 1 px``;
+- ``zone``: zone of the centroid, ``zones_touched``: zones of all mask pixels
+  (:func:`zones_for`; ``"outside"`` beyond the contact zone).
+
+Defects never overlap (a gap of a few pixels is kept); a defect that cannot be
+placed inside the visible frame is dropped and counted in
+``truth.dropped_defects``.
 """
 
 from dscope.synth.dotgrid import make_dot_grid

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from dscope.synth.spec import SynthSpecError
+from dscope.synth.spec import MAX_PIXELS, MAX_SIDE_PX, MIN_SIDE_PX, SynthSpecError
 
 #: Default dot diameter as a fraction of the spacing.
 DOT_DIAMETER_FRACTION = 0.4
@@ -60,8 +60,14 @@ def make_dot_grid(
     >>> img.shape, t["spacing_px"]
     ((160, 200), 20.0)
     """
-    if not (16 <= width <= 20000 and 16 <= height <= 20000):
-        raise SynthSpecError(f"image size must be 16..20000 px per side, got {width}x{height}")
+    if not (MIN_SIDE_PX <= width <= MAX_SIDE_PX and MIN_SIDE_PX <= height <= MAX_SIDE_PX) or width * height > MAX_PIXELS:
+        raise SynthSpecError(f"image size must be {MIN_SIDE_PX}..{MAX_SIDE_PX} px per side and at most "
+                             f"{MAX_PIXELS} pixels, got {width}x{height}")
+    if not all(math.isfinite(v) for v in (spacing_um, um_per_px, rotation_deg, axis_angle_deg, noise_sigma,
+                                          blur_sigma_px, background_level, dot_level, *offset_px)):
+        raise SynthSpecError("dot-grid parameters must be finite numbers")
+    if noise_sigma < 0 or blur_sigma_px < 0:
+        raise SynthSpecError("noise_sigma and blur_sigma_px must be >= 0")
     if not (spacing_um > 0 and um_per_px > 0):
         raise SynthSpecError("spacing_um and um_per_px must be > 0")
     if bit_depth not in (8, 16):

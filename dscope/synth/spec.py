@@ -10,7 +10,7 @@ defects, seed); :func:`dscope.synth.render` turns it into an image and a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -164,11 +164,23 @@ class DefectSpec:
                 raise SynthSpecError(f"defect {name} must be > 0, got {v!r}")
         if self.style is not None and (self.type != "contamination" or self.style not in ("dust", "film", "ring")):
             raise SynthSpecError(f"style {self.style!r} is only for contamination: dust, film or ring")
+        for name in ("radius_um", "angle_deg", "curvature", "orientation_deg"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise SynthSpecError(f"defect {name} must be finite, got {v!r}")
+        if self.radius_um is not None and self.radius_um < 0:
+            raise SynthSpecError(f"defect radius_um must be >= 0, got {self.radius_um!r}")
+        if self.branches is not None and self.branches < 0:
+            raise SynthSpecError(f"crack branches must be >= 0, got {self.branches!r}")
         if self.contrast is not None and not (self.contrast >= 0):
             raise SynthSpecError(f"defect contrast is a magnitude and must be >= 0, got {self.contrast!r}")
 
 
 NO_FIBER_KINDS = ("blank", "black", "white", "noise")
+#: Image size limits of a spec (the pixel cap matches io.max_image_pixels of the shipped config).
+MIN_SIDE_PX = 16
+MAX_SIDE_PX = 20000
+MAX_PIXELS = 50_000_000
 
 
 @dataclass
@@ -236,8 +248,17 @@ class SynthSpec:
         self.defects = [d if isinstance(d, DefectSpec) else DefectSpec(**d) for d in self.defects]
         self.center_offset_px = tuple(float(v) for v in self.center_offset_px)
         self.tags = tuple(self.tags)
-        if not (16 <= self.width <= 20000 and 16 <= self.height <= 20000):
-            raise SynthSpecError(f"image size must be 16..20000 px per side, got {self.width}x{self.height}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SynthSpecError(f"{f.name} must be a finite number, got {v!r}")
+        if not all(math.isfinite(v) for v in self.center_offset_px) or len(self.center_offset_px) != 2:
+            raise SynthSpecError(f"center_offset_px must be two finite numbers, got {self.center_offset_px!r}")
+        if not (MIN_SIDE_PX <= self.width <= MAX_SIDE_PX and MIN_SIDE_PX <= self.height <= MAX_SIDE_PX):
+            raise SynthSpecError(
+                f"image size must be {MIN_SIDE_PX}..{MAX_SIDE_PX} px per side, got {self.width}x{self.height}")
+        if self.width * self.height > MAX_PIXELS:
+            raise SynthSpecError(f"image of {self.width}x{self.height} px exceeds {MAX_PIXELS} pixels")
         if self.bit_depth not in (8, 16):
             raise SynthSpecError(f"bit_depth must be 8 or 16, got {self.bit_depth!r}")
         if self.no_fiber_kind not in NO_FIBER_KINDS:
