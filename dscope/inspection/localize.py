@@ -1,9 +1,1062 @@
-"""Fiber localization (issue 3)."""
+"""Fiber localization: cladding boundary (circle or ellipse), core, quality (issue 3).
+
+Two stages, both bounded in work per image:
+
+1. **Coarse** (on a copy downscaled to ``coarse_max_side_px``): candidates from
+   ``cv2.HoughCircles`` (``HOUGH_GRADIENT_ALT``, bounded radius range, capped
+   count, skipped on edge-saturated/noise frames) and from ``cv2.fitEllipse`` on
+   Canny contours and on Otsu-threshold blobs.  Every candidate is scored by
+   its *edge support*: the share of in-frame radial rays that show a
+   significant intensity step of a consistent polarity close to the candidate
+   boundary.
+2. **Refinement** (full resolution, only on a polar grid of rays around the
+   best candidates): the strongest step of the expected polarity is located
+   on every ray with sub-pixel precision (parabolic interpolation of the
+   smoothed radial derivative), rays outside the frame or in black analog
+   borders are dropped, and a circle and an ellipse are fitted robustly
+   (vectorised RANSAC + least squares).  Rays that hit a chip or dirt on the
+   edge become outliers.  The ellipse is kept only when it explains the edge
+   significantly better than the circle *and* its axis ratio exceeds the
+   configured tolerance.
+
+The core is found from the median (over angles) radial profile inside the
+cladding, in the fiber's circular frame.
+
+A frame without a fiber (black, white, blank ferrule, noise) never yields a
+circle: :class:`dscope.errors.LocalizationError` (code ``localization_failed``).
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+
+from dscope.errors import ImageError, LocalizationError
+from dscope.inspection.types import Ellipse, FiberGeometry
 from dscope.params import StrictModel
+
+_MAD_TO_SIGMA = 1.4826
 
 
 class LocalizationParams(StrictModel):
-    """Settings section; filled in by its issue."""
+    """Settings of :func:`localize_fiber` (``profiles.<name>.localization``)."""
+
+    # -- input / frame ------------------------------------------------------------------
+    min_image_side_px: int = Field(ge=16, description="smaller images are refused (image_too_small)")
+    black_border_level: float = Field(
+        ge=0, le=255, description="rows/columns at the frame edge whose 95th percentile grey is below this are analog black border"
+    )
+    min_dynamic_range_gray: float = Field(
+        ge=0, le=255, description="p99.5 - p0.5 grey of the usable frame below which no fiber can be seen"
+    )
+    # -- coarse stage ---------------------------------------------------------------------
+    coarse_max_side_px: int = Field(ge=128, le=2048, description="long side of the downscaled copy for the coarse stage")
+    coarse_blur_sigma_px: float = Field(gt=0, le=10, description="Gaussian sigma on the downscaled copy")
+    min_cladding_radius_px: float = Field(gt=4, description="smallest cladding radius searched, full-res pixels")
+    max_cladding_radius_frac: float = Field(
+        gt=0.05, le=2.0, description="largest cladding radius searched, as a fraction of the image's long side"
+    )
+    max_axis_ratio: float = Field(ge=1.0, le=4.0, description="candidates / fits with a larger semi-major/semi-minor ratio are rejected")
+    hough_mode: Literal["always", "fallback", "off"] = Field(
+        description="HoughCircles (HOUGH_GRADIENT_ALT): always, only when no contour candidate reaches coarse_accept_score, or never"
+    )
+    coarse_accept_score: float = Field(gt=0, le=1, description="coarse edge support that makes the Hough fallback unnecessary")
+    hough_max_side_px: int = Field(ge=64, le=2048, description="long side of the (further downscaled) Hough copy")
+    hough_dp: float = Field(ge=1.0, le=4.0, description="inverse accumulator resolution")
+    hough_param1_min: float = Field(gt=0, description="lower bound of the Scharr edge threshold (param1)")
+    hough_edge_snr: float = Field(gt=0, description="param1 = max(hough_param1_min, hough_edge_snr * Scharr noise std)")
+    hough_param2: float = Field(gt=0, le=1, description="circle 'perfectness' threshold of HOUGH_GRADIENT_ALT")
+    hough_max_candidates: int = Field(ge=1, le=100, description="Hough circles kept")
+    max_edge_density: float = Field(
+        gt=0, le=1, description="share of Canny edge pixels above which the frame is edge-saturated (noise) and Hough is skipped"
+    )
+    canny_high_snr: float = Field(gt=0, description="Canny high threshold in units of the Sobel noise std")
+    canny_max_edge_frac: float = Field(gt=0, lt=1, description="Canny high threshold is raised so at most this share of pixels are edges")
+    canny_low_snr: float = Field(gt=0, description="Canny low threshold in units of the Sobel noise std")
+    threshold_contours: bool = Field(description="also fit ellipses to Otsu-threshold blobs of both polarities")
+    contour_min_points: int = Field(ge=5, description="shortest contour (points, downscaled) fitted with fitEllipse")
+    contour_max_candidates: int = Field(ge=1, le=200, description="longest contours kept as candidates")
+    max_candidates: int = Field(ge=1, le=200, description="cap on all coarse candidates scored")
+    refine_top_candidates: int = Field(ge=1, le=10, description="best-scoring candidates refined at full resolution")
+    score_rays: int = Field(ge=16, le=720, description="rays used to score a coarse candidate")
+    score_window_frac: float = Field(gt=0, le=0.5, description="coarse search window, +- fraction of the radius")
+    score_tol_frac: float = Field(gt=0, le=0.2, description="a coarse ray supports when its step is within this fraction of the radius")
+    score_tol_min_px: float = Field(gt=0, description="lower bound of the coarse position tolerance, downscaled pixels")
+    # -- edge detection along rays ------------------------------------------------------------
+    edge_min_snr: float = Field(gt=0, description="a ray's step must exceed this many derivative-noise std")
+    min_step_gray: float = Field(ge=0, le=255, description="median glass/ferrule step (grey levels) below which nothing is found")
+    radial_smooth_sigma_px: float = Field(gt=0, le=10, description="Gaussian sigma along each ray before differentiation")
+    edge_multi_rel: float = Field(
+        gt=0, le=1, description="steps weaker than this share of a ray's strongest are ignored; of the rest the innermost is the glass edge"
+    )
+    boundary_window_frac: float = Field(
+        gt=0, le=0.5, description="median-profile boundary search reaches this fraction of the radius inside the fitted edge"
+    )
+    boundary_min_rel: float = Field(
+        gt=0, le=1, description="median profile: steps weaker than this share of the strongest are not the boundary"
+    )
+    boundary_distinct_rel: float = Field(
+        gt=0, le=1, description="median profile: an inner step is distinct when |d| falls below this share of it before the strongest"
+    )
+    rim_search_px: float = Field(ge=0, le=20, description="a dark rim line within this distance of the step is the boundary (0 = off)")
+    rim_smooth_sigma_px: float = Field(gt=0, le=5, description="Gaussian sigma along the ray when locating the rim-line valley")
+    rim_min_depth_gray: float = Field(ge=0, description="depth (grey) a rim-line valley needs below both its sides")
+    angular_smooth_sigma_rays: float = Field(ge=0, le=5, description="Gaussian sigma across neighbouring rays (0 = off)")
+    # -- refinement ---------------------------------------------------------------------------
+    refine_rays: int = Field(ge=32, le=4096, description="rays sampled at full resolution")
+    refine_iterations: int = Field(ge=1, le=5, description="ray sampling + fit rounds around the updated model")
+    refine_step_px: float = Field(gt=0, le=2, description="radial sample spacing, full-res pixels")
+    refine_window_frac: float = Field(gt=0, le=0.5, description="first-round window, +- fraction of the coarse radius")
+    refine_window_min_px: float = Field(gt=0, description="lower bound of every refinement window, full-res pixels")
+    refine_window_rms_factor: float = Field(gt=0, description="later windows: +- (this * fit rms + refine_window_min_px)")
+    ransac_iterations: int = Field(ge=10, le=5000, description="hypotheses per RANSAC fit (bounded work)")
+    ransac_seed: int = Field(ge=0, description="seed of the RANSAC sampler (results are deterministic)")
+    inlier_tol_px: float = Field(gt=0, description="edge points within this distance of the model are inliers, full-res px")
+    inlier_tol_max_px: float = Field(gt=0, description="upper bound of the noise-adaptive inlier tolerance, px")
+    inlier_tol_max_frac: float = Field(ge=0, le=0.2, description="... or this fraction of the radius, whichever is larger")
+    inlier_tol_frac: float = Field(ge=0, le=0.1, description="... or within this fraction of the radius, whichever is larger")
+    ellipse_axis_ratio_tol: float = Field(
+        ge=0, le=0.5, description="an ellipse whose axis ratio is below 1 + this is reported as a circle"
+    )
+    ellipse_f_min: float = Field(gt=0, description="F statistic the ellipse must reach over the circle to be chosen")
+    ellipse_min_coverage: float = Field(gt=0, le=1, description="share of the boundary angle covered by inliers needed to fit an ellipse")
+    # -- acceptance / quality -------------------------------------------------------------
+    min_valid_ray_fraction: float = Field(gt=0, le=1, description="share of rays that must be inside the usable frame")
+    min_edge_support: float = Field(gt=0, le=1, description="share of valid rays that must be fit inliers")
+    min_edge_points: int = Field(ge=5, description="fewest inlier edge points accepted")
+    quality_rms_scale_px: float = Field(gt=0, description="fit rms (px) at which the quality factor halves")
+    min_quality: float = Field(ge=0, le=1, description="fits of lower quality are rejected")
+    # -- core -------------------------------------------------------------------------------
+    core_enabled: bool = Field(description="search the core boundary")
+    core_angles: int = Field(ge=8, le=1440, description="angles of the radial profile median")
+    core_step_px: float = Field(gt=0, le=2, description="radial sample spacing of the core profile")
+    core_smooth_sigma_px: float = Field(gt=0, le=10, description="Gaussian sigma of the median profile")
+    core_window_frac: float = Field(gt=0, le=1, description="with a nominal core ratio: search +- this fraction of the nominal core radius")
+    core_center_exclude_frac: float = Field(
+        ge=0, lt=1, description="graded index: ignore radii below this fraction of the nominal core radius (centre dot)"
+    )
+    core_min_radius_px: float = Field(gt=0, description="smallest core radius searched, px")
+    core_rim_exclude_px: float = Field(ge=0, description="ignore this band (px) inside the cladding boundary (dark rim line)")
+    core_rim_exclude_frac: float = Field(ge=0, lt=0.5, description="... or this fraction of the cladding radius, whichever is larger")
+    core_min_snr: float = Field(gt=0, description="core step in units of the profile-derivative noise")
+    core_min_contrast_gray: float = Field(ge=0, description="smallest core step, grey levels")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.canny_low_snr >= self.canny_high_snr:
+            raise ValueError("canny_low_snr must be smaller than canny_high_snr")
+        return self
+
+
+# ----------------------------------------------------------------------------------------
+# small geometry helpers
+# ----------------------------------------------------------------------------------------
+
+
+def _ellipse_radius(theta: np.ndarray, a: float, b: float, phi_rad: float) -> np.ndarray:
+    """Distance from the centre to an ellipse boundary along directions ``theta``."""
+    t = theta - phi_rad
+    return (a * b) / np.sqrt((b * np.cos(t)) ** 2 + (a * np.sin(t)) ** 2)
+
+
+def _robust_sigma_diff(img: np.ndarray) -> float:
+    """Pixel noise std from the median absolute horizontal difference (robust to edges)."""
+    d = np.abs(np.diff(img[::2].astype(np.float32), axis=1))
+    return float(np.median(d)) * _MAD_TO_SIGMA / math.sqrt(2.0)
+
+
+def _usable_rect(small: np.ndarray, level: float) -> tuple[int, int, int, int] | None:
+    """Bounding rows/columns (y0, y1, x0, x1; inclusive-exclusive) outside analog black borders."""
+    bright = small > level
+    rows = bright.mean(axis=1) > 0.05
+    cols = bright.mean(axis=0) > 0.05
+    if not rows.any() or not cols.any():
+        return None
+    ry = np.flatnonzero(rows)
+    cx = np.flatnonzero(cols)
+    return int(ry[0]), int(ry[-1]) + 1, int(cx[0]), int(cx[-1]) + 1
+
+
+def _remap_crop(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` at (mx, my) as float32; only the bounding crop is converted."""
+    h, w = img.shape
+    x0 = int(np.clip(math.floor(float(mx.min())) - 1, 0, w - 1))
+    x1 = int(np.clip(math.ceil(float(mx.max())) + 2, x0 + 1, w))
+    y0 = int(np.clip(math.floor(float(my.min())) - 1, 0, h - 1))
+    y1 = int(np.clip(math.ceil(float(my.max())) + 2, y0 + 1, h))
+    crop = img[y0:y1, x0:x1].astype(np.float32)
+    return cv2.remap(crop, mx - np.float32(x0), my - np.float32(y0), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class _Model:
+    """Circle or ellipse hypothesis in some pixel frame."""
+
+    __slots__ = ("cx", "cy", "a", "b", "phi")
+
+    def __init__(self, cx, cy, a, b=None, phi=0.0):
+        self.cx, self.cy, self.a = float(cx), float(cy), float(a)
+        self.b = float(a if b is None else b)
+        self.phi = float(phi)
+
+    def scaled(self, f: float) -> "_Model":
+        return _Model(self.cx * f, self.cy * f, self.a * f, self.b * f, self.phi)
+
+    def radius_at(self, theta: np.ndarray) -> np.ndarray:
+        if abs(self.a - self.b) < 1e-9:
+            return np.full(theta.shape, self.a)
+        return _ellipse_radius(theta, self.a, self.b, self.phi)
+
+
+# ----------------------------------------------------------------------------------------
+# ray sampling and edge detection
+# ----------------------------------------------------------------------------------------
+
+
+def _ray_edges(img, model: _Model, n_rays, half_window, step, smooth_sigma_px, ang_sigma, rect, polarity=None, *,
+               edge_min_snr=4.0, multi_rel=0.5, rim_search_px=0.0, rim_min_depth=0.0, rim_smooth_sigma_px=0.7):
+    """Sample rays around ``model`` and locate the strongest boundary step on each.
+
+    Returns a dict with per-ray ``pos`` (distance from the model centre, px), ``amp`` (signed
+    derivative peak, positive for the chosen polarity), ``valid`` (ray entirely in the usable
+    frame), ``snr`` (amp / derivative noise), ``theta``, the chosen ``polarity`` (+1 bright glass)
+    and the median plateau step ``step_gray``.
+    """
+    y0, y1, x0, x1 = rect
+    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    r0 = model.radius_at(theta)
+    n_s = max(5, int(round(2 * half_window / step)) + 1)
+    offs = np.linspace(-half_window, half_window, n_s)
+    r = np.maximum(r0[:, None] + offs[None, :], 0.0)
+    ct, st = np.cos(theta)[:, None], np.sin(theta)[:, None]
+    mx = (model.cx + r * ct).astype(np.float32)
+    my = (model.cy + r * st).astype(np.float32)
+    prof = _remap_crop(img, mx, my)
+    inside = (mx >= x0) & (mx <= x1 - 1) & (my >= y0) & (my <= y1 - 1)
+    valid = inside.all(axis=1)
+    sig = smooth_sigma_px / step
+    k = int(2 * math.ceil(3 * sig) + 1)
+    sm = cv2.GaussianBlur(prof, (k, 1), sigmaX=sig, sigmaY=0, borderType=cv2.BORDER_REPLICATE)
+    # derivative noise from rays at least ~2 px apart (data-driven: includes JPEG, texture);
+    # neighbouring rays closer than that sample the same pixels and would hide the noise
+    der0 = np.gradient(sm, step, axis=1)
+    spacing = 2 * np.pi * max(float(np.min(r0)), 1.0) / n_rays
+    lag = min(max(1, int(math.ceil(2.0 / spacing))), max(1, n_rays // 4))
+    dd = der0[lag:] - der0[:-lag]
+    noise = float(np.median(np.abs(dd))) * _MAD_TO_SIGMA / math.sqrt(2.0) + 1e-6
+    if ang_sigma > 0:
+        # Gaussian averaging over neighbouring rays reduces the noise std by sqrt(1 / (2 sqrt(pi) s))
+        # when the rays are independent (s in rays, independent when spaced >= ~2 px)
+        s_eff = ang_sigma * min(1.0, spacing / 2.0)
+        noise *= math.sqrt(min(1.0, 1.0 / (2 * math.sqrt(math.pi) * max(s_eff, 1e-6))))
+        ka = int(2 * math.ceil(3 * ang_sigma) + 1)
+        pad = ka // 2
+        wrapped = np.concatenate([sm[-pad:], sm, sm[:pad]], axis=0) if pad else sm
+        sm = cv2.GaussianBlur(wrapped, (1, ka), sigmaX=0, sigmaY=ang_sigma, borderType=cv2.BORDER_REPLICATE)
+        sm = sm[pad : pad + n_rays] if pad else sm
+    der = np.gradient(sm, step, axis=1)
+    q = max(1, n_s // 4)
+    if polarity is None:
+        inner = sm[:, :q].mean(axis=1) - sm[:, -q:].mean(axis=1)
+        use = valid if valid.any() else np.ones_like(valid)
+        polarity = 1 if np.median(inner[use]) >= 0 else -1
+    # both polarities: the boundary complex (glass edge, dark rim line, adhesive ring, bore edge)
+    # has steps of either sign; the first significant one seen from the glass is the boundary
+    signed = np.abs(der)
+    lo = int(math.ceil(2 * sig)) if n_s > 4 * sig + 3 else 1
+    core = signed[:, lo : n_s - lo]
+    rows = np.arange(n_rays)
+    rowmax = core.max(axis=1)
+    # candidate edges: local maxima above the noise and above a share of the ray's strongest step;
+    # the innermost one is the glass edge (an adhesive ring / bore edge lies outside it)
+    thr = np.maximum(edge_min_snr * noise, multi_rel * rowmax)
+    lm = np.zeros(core.shape, bool)
+    lm[:, 1:-1] = (core[:, 1:-1] >= core[:, :-2]) & (core[:, 1:-1] > core[:, 2:]) & (core[:, 1:-1] >= thr[:, None])
+    # an inner peak counts only as a distinct edge: |d| must dip below half of it before the strongest peak
+    m_idx = np.argmax(core, axis=1)
+    cols = np.arange(core.shape[1])[None, :]
+    masked = np.where(cols <= m_idx[:, None], core, np.inf)
+    run_min = np.minimum.accumulate(masked[:, ::-1], axis=1)[:, ::-1]  # min over [j, m]
+    between = np.concatenate([run_min[:, 1:], np.full((n_rays, 1), np.inf)], axis=1)  # min over [j+1, m]
+    distinct = (between < 0.5 * core) | (cols == m_idx[:, None])
+    lm &= distinct
+    has = lm.any(axis=1)
+    idx = np.where(has, np.argmax(lm, axis=1), np.argmax(core, axis=1)) + lo
+    amp = signed[rows, idx]
+    i_m = np.clip(idx - 1, 0, n_s - 1)
+    i_p = np.clip(idx + 1, 0, n_s - 1)
+    ym, y0v, yp = signed[rows, i_m], amp, signed[rows, i_p]
+    den = ym - 2 * y0v + yp
+    safe = np.where(np.abs(den) > 1e-12, den, 1.0)
+    frac = np.clip(np.where(np.abs(den) > 1e-12, 0.5 * (ym - yp) / safe, 0.0), -0.5, 0.5)
+    loc = idx + frac
+    # a thin dark rim line adjoining the step marks the boundary itself: move to its minimum
+    if rim_search_px > 0:
+        kr = max(2, int(round(rim_search_px / step)))
+        offs_k = np.arange(-kr, kr + 1)
+        win = np.clip(idx[:, None] + offs_k[None, :], 0, n_s - 1)
+        sr = rim_smooth_sigma_px / step
+        kk = int(2 * math.ceil(3 * sr) + 1)
+        sm_r = cv2.GaussianBlur(prof, (kk, 1), sigmaX=sr, sigmaY=0, borderType=cv2.BORDER_REPLICATE)
+        vals = np.take_along_axis(sm_r, win, 1)
+        jm = np.argmin(vals, axis=1)
+        # re-centre the window on the valley so both plateaus are measured outside it
+        win = np.clip(win[rows, jm][:, None] + offs_k[None, :], 0, n_s - 1)
+        vals = np.take_along_axis(sm_r, win, 1)
+        jm = np.argmin(vals, axis=1)
+        vmin = vals[rows, jm]
+        h_in, h_out = vals[:, 0], vals[:, -1]
+        is_dip = (jm > 0) & (jm < 2 * kr) & (vmin < np.minimum(h_in, h_out) - rim_min_depth)
+        jc = np.clip(jm, 1, 2 * kr - 1)
+        vm_, v0_, vp_ = vals[rows, jc - 1], vals[rows, jc], vals[rows, jc + 1]
+        d2 = vm_ - 2 * v0_ + vp_
+        ok2 = d2 > 1e-9
+        safe2 = np.where(ok2, d2, 1.0)
+        f2 = np.clip(np.where(ok2, 0.5 * (vm_ - vp_) / safe2, 0.0), -0.5, 0.5)
+        # the adjoining step pulls the valley minimum towards its low side by
+        # dH * s / (D * sqrt(2 pi)) (Gaussian valley of depth D and width s on a step dH); undo it
+        depth = np.maximum(0.5 * (h_in + h_out) - vmin, 1e-6)
+        curv = np.maximum(d2, 1e-9) / (step * step)
+        s_w = np.sqrt(depth / curv)
+        shift = np.clip((h_out - h_in) * s_w / (depth * math.sqrt(2 * math.pi)), -0.5 * rim_search_px, 0.5 * rim_search_px)
+        dip_loc = win[rows, jc] + f2 + np.where(ok2, shift, 0.0) / step
+        loc = np.where(is_dip, dip_loc, loc)
+    pos = r0 + offs[0] + loc * (offs[1] - offs[0])
+    # plateau step in grey levels around each edge (for the absolute contrast check)
+    w = max(1, int(round(2.5 * sig)))
+    ii = np.clip(idx[:, None] + np.arange(-3 * w, -w)[None, :], 0, n_s - 1)
+    oo = np.clip(idx[:, None] + np.arange(w + 1, 3 * w + 1)[None, :], 0, n_s - 1)
+    step_gray = polarity * (np.take_along_axis(prof, ii, 1).mean(1) - np.take_along_axis(prof, oo, 1).mean(1))
+    return {
+        "theta": theta,
+        "pos": pos,
+        "amp": amp,
+        "snr": amp / noise,
+        "valid": valid,
+        "polarity": polarity,
+        "step_gray": step_gray,
+        "noise": noise,
+    }
+
+
+def _score_candidate(small, model: _Model, rect, params: LocalizationParams) -> tuple[float, float]:
+    """Edge support of a coarse candidate on the downscaled image.
+
+    Returns the share of valid rays with a significant step near the boundary, and the ranking
+    score: that share times the median step contrast (grey levels) of the agreeing rays, so a
+    real glass/ferrule boundary outranks circles fitted to ferrule texture (times the square root
+    of the radius: the fiber is the longest high-contrast boundary, dirt blobs are small).
+    """
+    half = max(params.score_window_frac * max(model.a, 4.0), 3.0)
+    e = _ray_edges(
+        small, model, params.score_rays, half, 0.5, max(0.75, params.radial_smooth_sigma_px * 0.5),
+        0.0, rect, edge_min_snr=params.edge_min_snr, multi_rel=params.edge_multi_rel,
+    )
+    valid = e["valid"]
+    n_valid = int(valid.sum())
+    if n_valid < params.min_valid_ray_fraction * params.score_rays:
+        return 0.0, 0.0
+    tol = max(params.score_tol_frac * model.a, params.score_tol_min_px)
+    expected = model.radius_at(e["theta"])
+    ok = valid & (e["snr"] >= params.edge_min_snr) & (np.abs(e["pos"] - expected) <= tol)
+    support = float(ok.sum()) / n_valid
+    contrast = float(np.median(np.abs(e["step_gray"][ok]))) if ok.any() else 0.0
+    return support, support * contrast * math.sqrt(max(model.a, 1.0))
+
+
+# ----------------------------------------------------------------------------------------
+# robust fits (vectorised RANSAC + least squares)
+# ----------------------------------------------------------------------------------------
+
+
+def _circle_from_triplets(p1, p2, p3):
+    """Circumcircles of batches of point triplets (arrays (K, 2)); returns cx, cy, r (NaN when collinear)."""
+    ax, ay = p1[:, 0], p1[:, 1]
+    bx, by = p2[:, 0], p2[:, 1]
+    cx, cy = p3[:, 0], p3[:, 1]
+    d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+    d = np.where(np.abs(d) < 1e-9, np.nan, d)
+    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
+    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
+    return ux, uy, np.hypot(ax - ux, ay - uy)
+
+
+def _fit_circle_ls(pts: np.ndarray, iters: int = 8) -> tuple[float, float, float]:
+    """Geometric least-squares circle (Kasa start + Gauss-Newton)."""
+    x, y = pts[:, 0], pts[:, 1]
+    A = np.stack([x, y, np.ones_like(x)], axis=1)
+    sol, *_ = np.linalg.lstsq(A, x * x + y * y, rcond=None)
+    cx, cy = sol[0] / 2, sol[1] / 2
+    r = math.sqrt(max(sol[2] + cx * cx + cy * cy, 1e-12))
+    for _ in range(iters):
+        dx, dy = x - cx, y - cy
+        d = np.hypot(dx, dy) + 1e-12
+        res = d - r
+        J = np.stack([-dx / d, -dy / d, -np.ones_like(d)], axis=1)
+        delta, *_ = np.linalg.lstsq(J, -res, rcond=None)
+        cx, cy, r = cx + delta[0], cy + delta[1], r + delta[2]
+        if np.abs(delta).max() < 1e-6:
+            break
+    return float(cx), float(cy), float(abs(r))
+
+
+def _ransac_circle(pts, tol, iters, rng):
+    n = len(pts)
+    idx = rng.integers(0, n, size=(iters, 3))
+    ux, uy, ur = _circle_from_triplets(pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]])
+    ok = np.isfinite(ur)
+    if not ok.any():
+        return None
+    ux, uy, ur = ux[ok], uy[ok], ur[ok]
+    res = np.abs(np.hypot(pts[None, :, 0] - ux[:, None], pts[None, :, 1] - uy[:, None]) - ur[:, None])
+    counts = (res <= tol).sum(axis=1)
+    best = int(np.argmax(counts))
+    inl = res[best] <= tol
+    for _ in range(3):
+        if inl.sum() < 3:
+            return None
+        cx, cy, r = _fit_circle_ls(pts[inl])
+        new = np.abs(np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) - r) <= tol
+        if np.array_equal(new, inl):
+            break
+        inl = new
+    return (cx, cy, r), inl
+
+
+def _conic_to_ellipse(c, shift):
+    """Conic A x^2 + B xy + C y^2 + D x + E y + F = 0 -> (cx, cy, a, b, phi) or None."""
+    A, B, C, D, E, F = c
+    Q = np.array([[A, B / 2], [B / 2, C]])
+    det = A * C - B * B / 4
+    if det <= 0:
+        return None
+    x0, y0 = np.linalg.solve(Q, [-D / 2, -E / 2])
+    Fc = F + (D * x0 + E * y0) / 2
+    lam, vec = np.linalg.eigh(Q)  # ascending: lam[0] -> major axis
+    if Fc == 0 or (-Fc / lam[0]) <= 0 or (-Fc / lam[1]) <= 0:
+        return None
+    a = math.sqrt(-Fc / lam[0])
+    b = math.sqrt(-Fc / lam[1])
+    phi = math.atan2(vec[1, 0], vec[0, 0])
+    return float(x0 + shift[0]), float(y0 + shift[1]), a, b, phi
+
+
+def _fit_conic(pts):
+    """Linear conic fit with F = -1 on centred points (the origin lies inside the ellipse)."""
+    x, y = pts[:, 0], pts[:, 1]
+    M = np.stack([x * x, x * y, y * y, x, y], axis=1)
+    sol, *_ = np.linalg.lstsq(M, np.ones_like(x), rcond=None)
+    return np.concatenate([sol, [-1.0]])
+
+
+def _ellipse_residual(pts, el):
+    """Approximate geometric distance of points to an ellipse (radial, along the ray from its centre)."""
+    cx, cy, a, b, phi = el
+    d = pts - np.array([cx, cy])
+    th = np.arctan2(d[:, 1], d[:, 0])
+    return np.hypot(d[:, 0], d[:, 1]) - _ellipse_radius(th, a, b, phi)
+
+
+def _robust_ellipse(pts, init_inliers, tol, max_ratio):
+    """Ellipse fit on an inlier set, iterated with re-selection of inliers (trimmed LS)."""
+    inl = init_inliers.copy()
+    el = None
+    for _ in range(4):
+        if inl.sum() < 6:
+            return None
+        sel = pts[inl]
+        shift = sel.mean(axis=0)
+        c = _fit_conic(sel - shift)
+        el = _conic_to_ellipse(c, shift)
+        if el is None or el[2] / max(el[3], 1e-9) > max_ratio:
+            return None
+        new = np.abs(_ellipse_residual(pts, el)) <= tol
+        if np.array_equal(new, inl):
+            break
+        inl = new
+    return el, inl
+
+
+def _ransac_ellipse(pts, tol, iters, rng, max_ratio):
+    """Vectorised RANSAC over 5-point conics (Sampson distance), then trimmed least squares."""
+    n = len(pts)
+    if n < 8:
+        return None
+    shift = pts.mean(axis=0)
+    q = pts - shift
+    idx = rng.integers(0, n, size=(iters, 5))
+    x, y = q[idx, 0], q[idx, 1]
+    M = np.stack([x * x, x * y, y * y, x, y], axis=2)  # (K, 5, 5)
+    det = np.linalg.det(M)
+    good = np.abs(det) > 1e-12 * np.abs(M).max(axis=(1, 2)) ** 5
+    if not good.any():
+        return None
+    sol = np.linalg.solve(M[good], np.ones((int(good.sum()), 5, 1)))[..., 0]  # (K', 5)
+    A, B, C, D, E = (sol[:, i : i + 1] for i in range(5))
+    ell = (B * B - 4 * A * C) < 0
+    X, Y = q[None, :, 0], q[None, :, 1]
+    Q = A * X * X + B * X * Y + C * Y * Y + D * X + E * Y - 1.0
+    gx = 2 * A * X + B * Y + D
+    gy = B * X + 2 * C * Y + E
+    dist = np.abs(Q) / np.sqrt(gx * gx + gy * gy + 1e-12)
+    counts = np.where(ell[:, 0], (dist <= tol).sum(axis=1), -1)
+    best = int(np.argmax(counts))
+    if counts[best] < 6:
+        return None
+    return _robust_ellipse(pts, dist[best] <= tol, tol, max_ratio)
+
+
+def _angular_coverage(theta: np.ndarray, n_bins: int = 36) -> float:
+    if len(theta) == 0:
+        return 0.0
+    bins = np.floor((np.mod(theta, 2 * np.pi) / (2 * np.pi)) * n_bins).astype(int)
+    return float(np.unique(np.clip(bins, 0, n_bins - 1)).size) / n_bins
+
+
+# ----------------------------------------------------------------------------------------
+# coarse candidates
+# ----------------------------------------------------------------------------------------
+
+
+def _hough_candidates(small8: np.ndarray, f: float, params: LocalizationParams, noise_small: float) -> list:
+    """HOUGH_GRADIENT_ALT on a copy capped at ``hough_max_side_px`` (bounded radius range and count)."""
+    h, w = small8.shape
+    g = min(1.0, params.hough_max_side_px / max(h, w))
+    img = cv2.resize(small8, (max(1, round(w * g)), max(1, round(h * g))), interpolation=cv2.INTER_AREA) if g < 1 else small8
+    r_min = max(params.min_cladding_radius_px * f * g, 3.0)
+    r_max = max(params.max_cladding_radius_frac * max(h, w) * g, r_min + 2)
+    scharr_noise = noise_small * math.sqrt(2 * (9 + 100 + 9))
+    p1 = max(params.hough_param1_min, params.hough_edge_snr * scharr_noise)
+    circles = cv2.HoughCircles(
+        img, cv2.HOUGH_GRADIENT_ALT, params.hough_dp, max(r_min, 2.0),
+        param1=p1, param2=params.hough_param2, minRadius=int(r_min), maxRadius=int(math.ceil(r_max)),
+    )
+    if circles is None:
+        return []
+    return [_Model(cx / g, cy / g, r / g) for cx, cy, r in circles.reshape(-1, 3)[: params.hough_max_candidates]]
+
+
+def _coarse_candidates(small: np.ndarray, rect, f: float, params: LocalizationParams, noise_small: float):
+    h, w = small.shape
+    r_min = max(params.min_cladding_radius_px * f, 3.0)
+    r_max = max(params.max_cladding_radius_frac * max(h, w), r_min + 2)
+    small8 = np.clip(small, 0, 255).astype(np.uint8)
+    sobel_noise = noise_small * math.sqrt(12.0)
+    # thresholds from the noise, raised when texture would make more than canny_max_edge_frac edge pixels
+    gx = cv2.Sobel(small8, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(small8, cv2.CV_32F, 0, 1, ksize=3)
+    mag = cv2.magnitude(gx, gy)[::2, ::2]
+    q_hi = float(np.partition(mag.ravel(), int((1 - params.canny_max_edge_frac) * (mag.size - 1)))[int((1 - params.canny_max_edge_frac) * (mag.size - 1))])
+    hi = max(params.canny_high_snr * sobel_noise, q_hi, 1.0)
+    lo = max(hi * params.canny_low_snr / params.canny_high_snr, 0.5)
+    edges = cv2.Canny(small8, lo, hi, L2gradient=True)
+    y0, y1, x0, x1 = rect
+    # border of the usable frame is not a fiber edge
+    m = np.zeros_like(edges)
+    m[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 1
+    edges = edges * m
+    density = float(np.count_nonzero(edges)) / edges.size
+    cands: list[_Model] = []
+    if params.hough_mode == "always" and density <= params.max_edge_density:
+        cands.extend(_hough_candidates(small8, f, params, noise_small))
+    # contours of edges and of Otsu blobs (both polarities) -> fitEllipse
+    contours = []
+    if density <= params.max_edge_density:
+        cs, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        contours.extend(cs)
+    roi = small8[y0:y1, x0:x1]
+    thr, _ = cv2.threshold(roi, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    for mode in (cv2.THRESH_BINARY, cv2.THRESH_BINARY_INV) if params.threshold_contours else ():
+        _, bw = cv2.threshold(small8, thr, 255, mode)
+        bw = bw * m
+        bw = cv2.morphologyEx(bw, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        cs, _ = cv2.findContours(bw, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contours.extend(cs)
+    contours = [c for c in contours if len(c) >= params.contour_min_points]
+    contours.sort(key=len, reverse=True)
+    for c in contours[: params.contour_max_candidates]:
+        (cx, cy), (d1, d2), ang = cv2.fitEllipse(c)
+        a, b = max(d1, d2) / 2, min(d1, d2) / 2
+        if not (r_min <= a <= r_max * 1.5) or b <= 0 or a / b > params.max_axis_ratio:
+            continue
+        phi = math.radians(ang if d1 >= d2 else ang + 90.0)
+        cands.append(_Model(cx, cy, a, b, phi))
+    uniq = cands
+    return _dedupe(uniq, params.max_candidates), density, small8
+
+
+def _dedupe(cands: list, cap: int) -> list:
+    """Drop non-finite candidates and near-duplicates (same centre and radius within 3 %); keep at most ``cap``."""
+    uniq: list[_Model] = []
+    for c in cands:
+        if not all(np.isfinite([c.cx, c.cy, c.a, c.b])):
+            continue
+        if any(abs(c.cx - u.cx) < 0.03 * u.a + 1 and abs(c.cy - u.cy) < 0.03 * u.a + 1 and abs(c.a - u.a) < 0.03 * u.a + 1 for u in uniq):
+            continue
+        uniq.append(c)
+        if len(uniq) >= cap:
+            break
+    return uniq
+
+
+# ----------------------------------------------------------------------------------------
+# refinement
+# ----------------------------------------------------------------------------------------
+
+
+def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
+    """Full-resolution refinement of one candidate. Returns a dict or None."""
+    half = max(params.refine_window_frac * model.a, params.refine_window_min_px)
+    polarity = None
+    out = None
+    for it in range(params.refine_iterations):
+        e = _ray_edges(
+            img, model, params.refine_rays, half, params.refine_step_px, params.radial_smooth_sigma_px,
+            params.angular_smooth_sigma_rays, rect, polarity, edge_min_snr=params.edge_min_snr,
+            multi_rel=params.edge_multi_rel, rim_search_px=params.rim_search_px, rim_min_depth=params.rim_min_depth_gray,
+            rim_smooth_sigma_px=params.rim_smooth_sigma_px,
+        )
+        polarity = e["polarity"]
+        valid = e["valid"]
+        n_valid = int(valid.sum())
+        if n_valid < params.min_valid_ray_fraction * params.refine_rays:
+            return None
+        strong = valid & (e["snr"] >= params.edge_min_snr)
+        if strong.sum() < params.min_edge_points:
+            return None
+        th = e["theta"][strong]
+        pts = np.stack([model.cx + e["pos"][strong] * np.cos(th), model.cy + e["pos"][strong] * np.sin(th)], axis=1)
+        tol = max(params.inlier_tol_px, params.inlier_tol_frac * model.a)
+        rc = _ransac_circle(pts, tol, params.ransac_iterations, rng)
+        if rc is None:
+            ccx, ccy, cr = model.cx, model.cy, math.sqrt(model.a * model.b)
+        else:
+            (ccx, ccy, cr), _ = rc
+        circ = (ccx, ccy, cr, cr, 0.0)
+        res_c = _ellipse_residual(pts, circ)
+        # noise-adaptive tolerance: 3 robust sigma of the residuals, within [tol, inlier_tol_max]
+        tol_max = max(params.inlier_tol_max_px, params.inlier_tol_max_frac * model.a)
+        tol = float(np.clip(3.0 * _MAD_TO_SIGMA * np.median(np.abs(res_c)), tol, max(tol, tol_max)))
+        cin = np.abs(res_c) <= tol
+        if rc is not None and cin.sum() >= 3:
+            ccx, ccy, cr = _fit_circle_ls(pts[cin])
+            circ = (ccx, ccy, cr, cr, 0.0)
+            res_c = _ellipse_residual(pts, circ)
+            cin = np.abs(res_c) <= tol
+        chosen, inl, kind = circ, cin, "circle"
+        if _angular_coverage(th) >= params.ellipse_min_coverage:
+            re = _ransac_ellipse(pts, tol, params.ransac_iterations, rng, params.max_axis_ratio)
+            if re is not None:
+                el, ein = re
+                n_e = int(ein.sum())
+                common = ein | cin
+                rss_c = float(np.sum(np.minimum(res_c[common] ** 2, tol * tol)))
+                rss_e = float(np.sum(np.minimum(_ellipse_residual(pts[common], el) ** 2, tol * tol)))
+                dof = max(int(common.sum()) - 5, 1)
+                fstat = ((rss_c - rss_e) / 2.0) / max(rss_e / dof, 1e-12)
+                ratio = el[2] / el[3]
+                if ratio > 1 + params.ellipse_axis_ratio_tol and fstat >= params.ellipse_f_min and n_e >= cin.sum():
+                    chosen, inl, kind = el, ein, "ellipse"
+        res = _ellipse_residual(pts[inl], chosen)
+        rms = float(np.sqrt(np.mean(res**2))) if inl.any() else float("inf")
+        model = _Model(*chosen)
+        out = {
+            "model": model,
+            "kind": kind,
+            "n_inliers": int(inl.sum()),
+            "n_valid": n_valid,
+            "n_rays": params.refine_rays,
+            "support": float(inl.sum()) / n_valid,
+            "rms_px": rms,
+            "polarity": polarity,
+            "step_gray": float(np.median(np.abs(e["step_gray"][strong][inl]))) if inl.any() else 0.0,
+            "coverage": _angular_coverage(th[inl]),
+            "radius_std_px": rms / math.sqrt(max(int(inl.sum()) - 3, 1)),
+        }
+        half = params.refine_window_rms_factor * rms + params.refine_window_min_px
+    return out
+
+
+def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio_hint):
+    """Radial offset (px) of the glass boundary from ``model``, from the angular median profile.
+
+    The boundary complex (glass edge, thin dark rim line, adhesive ring, bore edge) is the same
+    all around the fiber, so its median radial profile is nearly noise-free.  The boundary is the
+    innermost distinct significant step seen from the glass; when a thin dark valley (the rim
+    line) adjoins it, the valley centre is the boundary.  Returns ``(offset_px, diagnostics)``.
+    """
+    R = model.a
+    w_in = max(params.boundary_window_frac * R, params.refine_window_min_px)
+    if ratio_hint is not None and 0 < ratio_hint < 1:
+        w_in = min(w_in, max(0.5 * (1 - ratio_hint) * R, params.refine_window_min_px / 2))
+    w_out = params.refine_window_min_px
+    step = params.refine_step_px / 2
+    n_rays = params.refine_rays
+    theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    offs = np.arange(-w_in, w_out + 1e-9, step)
+    r0 = model.radius_at(theta)
+    r = np.maximum(r0[:, None] + offs[None, :], 0.0)
+    mx = (model.cx + r * np.cos(theta)[:, None]).astype(np.float32)
+    my = (model.cy + r * np.sin(theta)[:, None]).astype(np.float32)
+    y0, y1, x0, x1 = rect
+    valid = ((mx >= x0) & (mx <= x1 - 1) & (my >= y0) & (my <= y1 - 1)).all(axis=1)
+    if valid.sum() < 8:
+        return 0.0, {}
+    prof = _remap_crop(img, mx, my)[valid]
+    med = np.median(prof, axis=0).astype(np.float32)[None, :]
+    sig = params.radial_smooth_sigma_px / step
+    k = int(2 * math.ceil(3 * sig) + 1)
+    sm = cv2.GaussianBlur(med, (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)[0]
+    d = np.abs(np.gradient(sm, step))
+    # noise of the median profile's derivative from the per-ray scatter
+    pa = cv2.GaussianBlur(prof, (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)
+    da = np.gradient(pa, step, axis=1)
+    scatter = np.median(np.abs(da - np.median(da, axis=0)[None, :])) * _MAD_TO_SIGMA
+    noise = float(scatter) * 1.2533 / math.sqrt(prof.shape[0]) + 1e-6
+    lo = int(math.ceil(2 * sig))
+    hi = len(d) - lo
+    if hi - lo < 3:
+        return 0.0, {}
+    seg = d[lo:hi]
+    m = int(np.argmax(seg))
+    thr = max(params.edge_min_snr * noise, params.boundary_min_rel * seg[m])
+    j0 = m
+    for j in range(1, m):  # a few hundred samples at most: the median profile is 1-D
+        if (seg[j] >= thr and seg[j] >= seg[j - 1] and seg[j] > seg[j + 1]
+                and seg[j + 1 : m + 1].min() < params.boundary_distinct_rel * seg[j]):
+            j0 = j
+            break
+    j0 += lo
+    if 0 < j0 < len(d) - 1:
+        den = d[j0 - 1] - 2 * d[j0] + d[j0 + 1]
+        loc = j0 + (float(np.clip(0.5 * (d[j0 - 1] - d[j0 + 1]) / den, -0.5, 0.5)) if abs(den) > 1e-12 else 0.0)
+    else:
+        loc = float(j0)
+    diag = {"boundary_rule": "step"}
+    if params.rim_search_px > 0:
+        sr = params.rim_smooth_sigma_px / step
+        kk = int(2 * math.ceil(3 * sr) + 1)
+        smr = cv2.GaussianBlur(med, (kk, 1), sigmaX=sr, borderType=cv2.BORDER_REPLICATE)[0]
+        kr = max(2, int(round(params.rim_search_px / step)))
+        a0, a1 = max(j0 - kr, 0), min(j0 + kr + 1, len(smr))
+        jm = a0 + int(np.argmin(smr[a0:a1]))
+        b0, b1 = jm - kr, jm + kr
+        if b0 >= 0 and b1 < len(smr) and 0 < jm < len(smr) - 1:
+            h_in = float(smr[b0])
+            h_out = float(smr[b1])
+            vmin = float(smr[jm])
+            local_min = smr[jm] <= smr[jm - 1] and smr[jm] <= smr[jm + 1]
+            if local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray:
+                d2 = float(smr[jm - 1] - 2 * smr[jm] + smr[jm + 1])
+                f2 = float(np.clip(0.5 * (smr[jm - 1] - smr[jm + 1]) / d2, -0.5, 0.5)) if d2 > 1e-9 else 0.0
+                depth = max(0.5 * (h_in + h_out) - vmin, 1e-6)
+                s_w = math.sqrt(depth / max(d2 / (step * step), 1e-9))
+                shift = (h_out - h_in) * s_w / (depth * math.sqrt(2 * math.pi))
+                shift = float(np.clip(shift, -0.5 * params.rim_search_px, 0.5 * params.rim_search_px))
+                loc = jm + f2 + shift / step
+                diag = {"boundary_rule": "rim_line", "rim_depth_gray": depth}
+    return float(offs[0] + loc * step), diag
+
+
+def _strength(r: dict) -> float:
+    """Evidence of a refined boundary: quality x edge contrast x radius (edge length).
+
+    A particle on the edge or a pit can be a perfect small circle; the fiber is the
+    boundary with the most contrast along the most length.
+    """
+    return r["quality"] * r["step_gray"] * r["model"].a
+
+
+def _in_frame_fraction(model: _Model, shape_hw, rect, n: int = 48) -> float:
+    """Share of the cladding disk's area inside the usable frame (grid sampling, bounded)."""
+    y0, y1, x0, x1 = rect
+    g = (np.arange(n) + 0.5) / n * 2 - 1
+    u, v = np.meshgrid(g, g)
+    keep = u * u + v * v <= 1
+    u, v = u[keep] * model.a, v[keep] * model.b
+    c, s = math.cos(model.phi), math.sin(model.phi)
+    x = model.cx + u * c - v * s
+    y = model.cy + u * s + v * c
+    inside = (x >= x0) & (x <= x1 - 1) & (y >= y0) & (y <= y1 - 1)
+    return float(inside.mean())
+
+
+# ----------------------------------------------------------------------------------------
+# core
+# ----------------------------------------------------------------------------------------
+
+
+def _find_core(img, model: _Model, params: LocalizationParams, ratio_hint, graded_index, rect):
+    """Core radius (px, circular frame) from the median radial profile, or (None, diagnostics)."""
+    R = model.a
+    rim = max(params.core_rim_exclude_px, params.core_rim_exclude_frac * R)
+    r_hi_lim = R - rim
+    if ratio_hint is not None and ratio_hint > 0:
+        rc = ratio_hint * R
+        lo = rc * (1 - params.core_window_frac)
+        hi = rc * (1 + params.core_window_frac)
+        if graded_index:
+            lo = max(lo, params.core_center_exclude_frac * rc)
+    else:
+        lo, hi = 0.0, r_hi_lim
+    lo = max(lo, params.core_min_radius_px)
+    hi = min(hi, r_hi_lim)
+    if hi - lo < 3 * params.core_step_px:
+        return None, {"core_reason": "search range empty"}
+    # sample the profile from 0 to a little beyond hi (smoothing margin), circular frame
+    sig = params.core_smooth_sigma_px / params.core_step_px
+    r_end = min(hi + 4 * params.core_smooth_sigma_px + 2 * params.core_step_px, r_hi_lim)
+    rr = np.arange(0.0, r_end + 1e-9, params.core_step_px)
+    al = np.linspace(0, 2 * np.pi, params.core_angles, endpoint=False)
+    nx = rr[None, :] * np.cos(al)[:, None]
+    ny = rr[None, :] * np.sin(al)[:, None]
+    c, s = math.cos(model.phi), math.sin(model.phi)
+    u = nx * c + ny * s
+    v = (-nx * s + ny * c) * (model.b / model.a)
+    mx = (model.cx + u * c - v * s).astype(np.float32)
+    my = (model.cy + u * s + v * c).astype(np.float32)
+    prof = _remap_crop(img, mx, my)
+    y0, y1, x0, x1 = rect
+    inside = (mx >= x0) & (mx <= x1 - 1) & (my >= y0) & (my <= y1 - 1)
+    ok_rows = inside.all(axis=1)
+    if ok_rows.sum() < max(4, params.core_angles // 4):
+        ok_rows = inside[:, : max(1, int(lo / params.core_step_px))].all(axis=1)
+        if ok_rows.sum() < 4:
+            return None, {"core_reason": "core region outside the frame"}
+    med = np.median(prof[ok_rows], axis=0).astype(np.float32)
+    k = int(2 * math.ceil(3 * sig) + 1)
+    sm = cv2.GaussianBlur(med[None, :], (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)[0]
+    der = np.gradient(sm, params.core_step_px)
+    i_lo = int(math.ceil(lo / params.core_step_px))
+    i_hi = min(int(hi / params.core_step_px), len(der) - 1)
+    if i_hi - i_lo < 2:
+        return None, {"core_reason": "search range empty"}
+    seg = np.abs(der[i_lo : i_hi + 1])
+    j = int(np.argmax(seg)) + i_lo
+    peak = float(der[j])
+    # noise of the derivative of the median profile: per-angle scatter / sqrt(n)
+    n_ok = int(ok_rows.sum())
+    pa = prof[ok_rows].astype(np.float32)
+    pa = cv2.GaussianBlur(pa, (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)
+    da = np.gradient(pa, params.core_step_px, axis=1)
+    scatter = np.median(np.abs(da - np.median(da, axis=0)[None, :]), axis=0) * _MAD_TO_SIGMA
+    noise = float(np.median(scatter)) * 1.2533 / math.sqrt(n_ok) + 1e-6
+    snr = abs(peak) / noise
+    w = max(1, int(round(2.5 * sig)))
+    a_in = sm[max(j - 3 * w, 0) : max(j - w, 1)]
+    a_out = sm[min(j + w + 1, len(sm) - 1) : min(j + 3 * w + 1, len(sm))]
+    contrast = float(abs(a_in.mean() - a_out.mean())) if len(a_in) and len(a_out) else 0.0
+    diag = {"core_snr": snr, "core_contrast_gray": contrast}
+    if snr < params.core_min_snr or contrast < params.core_min_contrast_gray:
+        diag["core_reason"] = "no significant core step"
+        return None, diag
+    if 0 < j < len(der) - 1:
+        ym, yc, yp = abs(der[j - 1]), abs(der[j]), abs(der[j + 1])
+        den = ym - 2 * yc + yp
+        off = 0.5 * (ym - yp) / den if abs(den) > 1e-12 else 0.0
+        off = float(np.clip(off, -0.5, 0.5))
+    else:
+        off = 0.0
+    return (j + off) * params.core_step_px, diag
+
+
+# ----------------------------------------------------------------------------------------
+# public entry point
+# ----------------------------------------------------------------------------------------
+
+
+def localize_fiber(
+    gray: np.ndarray,
+    params: LocalizationParams,
+    *,
+    core_to_cladding_ratio: float | None = None,
+    graded_index: bool = False,
+) -> FiberGeometry:
+    """Find the fiber's cladding boundary (circle or ellipse) and core in a grey image.
+
+    Parameters
+    ----------
+    gray : ndarray
+        2-D grey image (uint8, uint16 or float); 8-bit grey levels are assumed for
+        the grey-level thresholds (convert with :func:`dscope.inspection.preprocess.to_gray8`).
+    params : LocalizationParams
+        Thresholds of the profile (``profiles.<name>.localization``).
+    core_to_cladding_ratio : float, optional
+        Nominal core/cladding diameter ratio of the fiber type: narrows the core search.
+    graded_index : bool
+        Graded-index fibers show a small dark centre dot which is ignored.
+
+    Returns
+    -------
+    FiberGeometry
+        ``center_px``, ``cladding_radius_px`` (semi-major), ``cladding_ellipse``
+        (``None`` when circular within ``ellipse_axis_ratio_tol``), core, ``quality`` in [0, 1],
+        ``method``, ``in_frame_fraction`` (area share of the cladding disk in the usable frame),
+        ``glass_polarity`` and ``diagnostics``.
+
+    Raises
+    ------
+    LocalizationError
+        ``localization_failed`` when no fiber end face is found (blank, black,
+        white or noise frames, too little edge support).
+    ImageError
+        ``unsupported_format`` / ``image_too_small`` for arrays that are not usable grey images.
+
+    Examples
+    --------
+    >>> import numpy as np, cv2
+    >>> img = np.full((300, 400), 60, np.uint8)
+    >>> _ = cv2.circle(img, (200, 150), 80, 170, -1)
+    >>> g = localize_fiber(cv2.GaussianBlur(img, (0, 0), 1.5), params)  # doctest: +SKIP
+    >>> round(g.cladding_radius_px)  # doctest: +SKIP
+    80
+    """
+    arr = np.asarray(gray)
+    if arr.ndim != 2:
+        raise ImageError("unsupported_format", f"localization needs a 2-D grey image, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageError("unsupported_format", f"unsupported pixel type {arr.dtype}")
+    h, w = arr.shape
+    if min(h, w) < params.min_image_side_px:
+        raise ImageError("image_too_small", f"image {w}x{h} px is smaller than {params.min_image_side_px} px")
+    if arr.dtype == np.uint8:
+        img = arr
+    else:
+        img = arr.astype(np.float32)
+        if not np.isfinite(img).all():
+            raise ImageError("unsupported_format", "image contains NaN or infinite values")
+
+    # -- coarse copy -------------------------------------------------------------------
+    # integer decimation (fast INTER_AREA path); full-res x = small x * k + (k - 1) / 2
+    k = max(1, math.ceil(max(h, w) / params.coarse_max_side_px))
+    hk, wk = h // k * k, w // k * k
+    small = cv2.resize(img[:hk, :wk], (wk // k, hk // k), interpolation=cv2.INTER_AREA) if k > 1 else img
+    small = small.astype(np.float32)
+    f = f_x = f_y = 1.0 / k
+    off = (k - 1) / 2.0
+    rect_s = _usable_rect(small, params.black_border_level)
+    if rect_s is None:
+        raise LocalizationError("no fiber found: the image is black", reason="black")
+    y0, y1, x0, x1 = rect_s
+    usable = small[y0:y1, x0:x1]
+    p_lo, p_hi = np.percentile(usable[::2, ::2], [0.5, 99.5])
+    if p_hi - p_lo < params.min_dynamic_range_gray or min(y1 - y0, x1 - x0) < 8:
+        raise LocalizationError(
+            f"no fiber found: the image is uniform (grey range {p_hi - p_lo:.1f} < {params.min_dynamic_range_gray})",
+            reason="uniform",
+        )
+    small_b = cv2.GaussianBlur(small, (0, 0), params.coarse_blur_sigma_px)
+    noise_small = _robust_sigma_diff(small_b[y0:y1, x0:x1])
+    rect_f = (
+        int(math.floor(y0 / f_y)), min(h, int(math.ceil(y1 / f_y))),
+        int(math.floor(x0 / f_x)), min(w, int(math.ceil(x1 / f_x))),
+    )
+    # shrink the full-res rect by the border transition so border steps are never sampled
+    if rect_f != (0, h, 0, w):
+        m = int(math.ceil(1.0 / f)) + 2
+        rect_f = (
+            rect_f[0] + (m if rect_f[0] > 0 else 0), rect_f[1] - (m if rect_f[1] < h else 0),
+            rect_f[2] + (m if rect_f[2] > 0 else 0), rect_f[3] - (m if rect_f[3] < w else 0),
+        )
+    cands, density, small8 = _coarse_candidates(small_b, rect_s, f, params, noise_small)
+    scored = []
+    for c in cands:
+        sup, rank = _score_candidate(small_b, c, rect_s, params)
+        scored.append((rank, sup, c))
+    best_coarse = max((sup for _, sup, _ in scored), default=0.0)
+    if params.hough_mode == "fallback" and best_coarse < params.coarse_accept_score and density <= params.max_edge_density:
+        extra = _dedupe(_hough_candidates(small8, f, params, noise_small), params.hough_max_candidates)
+        for c in extra:
+            sup, rank = _score_candidate(small_b, c, rect_s, params)
+            scored.append((rank, sup, c))
+        cands = cands + extra
+    if not cands:
+        raise LocalizationError("no fiber found: no circular edge candidate", reason="no_candidate", edge_density=density)
+    scored.sort(key=lambda t: -t[0])
+    top = [c for rank, _, c in scored[: params.refine_top_candidates] if rank > 0]
+    if not top:
+        raise LocalizationError("no fiber found: no candidate has edge support", reason="no_support")
+
+    rng = np.random.default_rng(params.ransac_seed)
+    best = None
+    for c in top:
+        c_full = _Model(c.cx * k + off, c.cy * k + off, c.a * k, c.b * k, c.phi)
+        r = _refine(img, c_full, rect_f, params, rng)
+        if r is None:
+            continue
+        q_fit = 1.0 / (1.0 + r["rms_px"] / params.quality_rms_scale_px)
+        r["quality"] = float(np.clip(r["support"] * q_fit * math.sqrt(r["coverage"]), 0.0, 1.0))
+        r["accepted"] = (
+            r["support"] >= params.min_edge_support
+            and r["n_inliers"] >= params.min_edge_points
+            and r["step_gray"] >= params.min_step_gray
+            and r["quality"] >= params.min_quality
+        )
+        if not r["accepted"]:
+            continue
+        if best is None:
+            best = r
+            continue
+        # concentric and larger with adequate support: it is the cladding (the other is the core)
+        bm, rm = best["model"], r["model"]
+        concentric = math.hypot(bm.cx - rm.cx, bm.cy - rm.cy) < 0.05 * max(bm.a, rm.a) + 2
+        if concentric and rm.a > 1.15 * bm.a:
+            best = r
+        elif not concentric and _strength(r) > _strength(best):
+            best = r
+    if best is None:
+        raise LocalizationError(
+            "no fiber found: no candidate boundary reached the required edge support", reason="low_support"
+        )
+    mdl: _Model = best["model"]
+    delta, bdiag = _boundary_offset(img, mdl, rect_f, params, core_to_cladding_ratio)
+    mdl = _Model(mdl.cx, mdl.cy, mdl.a + delta, mdl.b + delta, mdl.phi)
+    a, b = max(mdl.a, mdl.b), min(mdl.a, mdl.b)
+    phi = mdl.phi if mdl.a >= mdl.b else mdl.phi + math.pi / 2
+    mdl = _Model(mdl.cx, mdl.cy, a, b, phi)
+    if a / max(b, 1e-9) > params.max_axis_ratio:
+        raise LocalizationError("no fiber found: boundary too elongated", reason="axis_ratio")
+    ellipse = None
+    if best["kind"] == "ellipse" and a / b > 1 + params.ellipse_axis_ratio_tol:
+        ang = math.degrees(phi) % 180.0
+        ellipse = Ellipse(center_px=(mdl.cx, mdl.cy), semi_major_px=a, semi_minor_px=b, angle_deg=ang)
+    else:
+        mdl = _Model(mdl.cx, mdl.cy, a, a, 0.0) if best["kind"] == "circle" else _Model(mdl.cx, mdl.cy, a, b, phi)
+        if best["kind"] != "circle":
+            # nearly circular ellipse reported as a circle: use the mean radius as the radius
+            r_mean = math.sqrt(a * b)
+            mdl = _Model(mdl.cx, mdl.cy, r_mean, r_mean, 0.0)
+    in_frame = _in_frame_fraction(mdl, (h, w), rect_f)
+    core_r, core_diag = (None, {})
+    if params.core_enabled:
+        core_r, core_diag = _find_core(img, mdl, params, core_to_cladding_ratio, graded_index, rect_f)
+    diagnostics = {
+        "n_candidates": len(cands),
+        "edge_support": best["support"],
+        "fit_rms_px": best["rms_px"],
+        "n_edge_points": best["n_inliers"],
+        "n_valid_rays": best["n_valid"],
+        "angular_coverage": best["coverage"],
+        "step_gray": best["step_gray"],
+        "radius_std_px": best["radius_std_px"],
+        "usable_rect_xywh": (rect_f[2], rect_f[0], rect_f[3] - rect_f[2], rect_f[1] - rect_f[0]),
+        "boundary_offset_px": delta,
+        **bdiag,
+        **core_diag,
+    }
+    return FiberGeometry(
+        center_px=(mdl.cx, mdl.cy),
+        cladding_radius_px=float(mdl.a),
+        cladding_ellipse=ellipse,
+        core_radius_px=None if core_r is None else float(core_r),
+        core_visible=core_r is not None,
+        quality=best["quality"],
+        method=f"coarse+ray_{best['kind']}_fit",
+        in_frame_fraction=in_frame,
+        glass_polarity="bright" if best["polarity"] > 0 else "dark",
+        diagnostics=diagnostics,
+    )
