@@ -315,6 +315,13 @@ def test_localization_conditions(condition):
             assert sum(d.type == "contamination" and d.touches_cladding_edge for d in t.defects) >= 1
 
 
+def test_scenario_specs_with_condition():
+    specs = list(scenario_specs(4, 3, "localization", condition="heavy_blur", width=W, height=H))
+    assert all(s.tags == ("localization", "heavy_blur") and s.blur_sigma_px >= 2.5 for s in specs)
+    with pytest.raises(SynthSpecError):
+        list(scenario_specs(4, 1, "localization", condition="fog"))
+
+
 def test_pits_never_straddle_the_cladding_edge():
     for spec in scenario_specs(11, 6, "pit", width=W, height=H):
         _, t = render(spec)

@@ -470,7 +470,7 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
     # ---- defects ---------------------------------------------------------------------------
     drng = np.random.default_rng([spec.seed, 1])
     delta = np.zeros((H, W), np.float32)
-    placed: list[tuple[DefectSpec, _Patch, np.ndarray, dict]] = []
+    placed: list[tuple[DefectSpec, _Patch, np.ndarray, dict, np.ndarray]] = []
     dropped = 0
     vis = (vis_x0, vis_x1, vis_y0)
     budget = [MAX_IMAGE_SHAPE_BUILDS]  # shape builds left for this image
@@ -485,7 +485,7 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
         ys_, xs_ = patch.slices()
         labels[ys_, xs_][mask] = k
         delta[ys_, xs_] += dpatch
-        placed.append((ds, patch, mask, info))
+        placed.append((ds, patch, mask, info, dpatch))
 
     # ---- illumination, optics --------------------------------------------------------------
     gain = _gain(spec, H, W)
@@ -497,8 +497,8 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
     geom = _truth_geometry(spec, cx, cy, a, q, rc, in_frame, upp, clad_um, core_um, zones, labels)
     names = _zone_names(zones)
     truths = []
-    for k, (ds, patch, mask, info) in enumerate(placed, start=1):
-        truths.append(_measure(k, ds, patch, mask, info, fr, a, upp, zones, names, spec, clean, delta, gain))
+    for k, (ds, patch, mask, info, dpatch) in enumerate(placed, start=1):
+        truths.append(_measure(k, ds, patch, mask, info, dpatch, fr, a, upp, zones, names, spec, clean, gain))
     geom.defects = truths
     geom.dropped_defects = dropped
 
@@ -734,7 +734,7 @@ def _build_shape(ds, rng, fr: _Frame, p0, phi, a, upp, size_n, bg, levels, sign,
 # =========================================================================================
 # measurement
 # =========================================================================================
-def _measure(k, ds, patch, mask, info, fr: _Frame, a, upp, zones, names, spec, clean, delta, gain) -> DefectTruth:
+def _measure(k, ds, patch, mask, info, dpatch, fr: _Frame, a, upp, zones, names, spec, clean, gain) -> DefectTruth:
     mys, mxs = np.nonzero(mask)
     xs = mxs.astype(np.float64) + patch.x0
     ys = mys.astype(np.float64) + patch.y0
@@ -767,19 +767,20 @@ def _measure(k, ds, patch, mask, info, fr: _Frame, a, upp, zones, names, spec, c
     cz = _zone_of(np.array([2.0 * math.hypot(*fr.to_norm(cxm, cym)) * upp]), zones)[0]
     touches_edge = _straddles_edge(ys, xs, fr, a)
     # contrast: mean over the mask of the rendered (illuminated, blurred) deviation
+    # this defect's own deviation (other defects' soft tails belong to the background),
+    # through the same illumination and blur as the image
     pad = int(math.ceil(3 * spec.blur_sigma_px)) + 1
-    H, W = delta.shape
-    y0, x0 = max(patch.y0 - pad, 0), max(patch.x0 - pad, 0)
+    H, W = clean.shape
     h, w = mask.shape
+    y0, x0 = max(patch.y0 - pad, 0), max(patch.x0 - pad, 0)
     y1, x1 = min(patch.y0 + h + pad, H), min(patch.x0 + w + pad, W)
-    d = delta[y0:y1, x0:x1]
-    g = gain if np.isscalar(gain) else (gain[y0:y1, x0:x1] if gain.shape == delta.shape else
-                                        np.broadcast_to(gain, delta.shape)[y0:y1, x0:x1])
+    d = np.zeros((y1 - y0, x1 - x0), np.float32)
+    d[patch.y0 - y0:patch.y0 - y0 + h, patch.x0 - x0:patch.x0 - x0 + w] = dpatch
+    g = gain if np.isscalar(gain) else gain[y0:y1, x0:x1]
     dg = (d * g).astype(np.float32)
     if spec.blur_sigma_px > 0:
         dg = cv2.GaussianBlur(dg, (0, 0), spec.blur_sigma_px)
     sl = (mys + patch.y0 - y0, mxs + patch.x0 - x0)
-    contrast = float(dg[sl].mean())
     # honour clipping of the final clean image: background = clean - deviation
     bg = clean[y0:y1, x0:x1][sl] - dg[sl]
     with_def = np.clip(clean[y0:y1, x0:x1][sl], 0, 255)

@@ -314,11 +314,12 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition:
     return SynthSpec(**d)
 
 
-def scenario_specs(seed: int, n: int, scenario: str = "mixed", *, ranges: SynthRanges | None = None,
-                   **overrides) -> Iterator[SynthSpec]:
+def scenario_specs(seed: int, n: int, scenario: str = "mixed", *, condition: str | None = None,
+                   ranges: SynthRanges | None = None, **overrides) -> Iterator[SynthSpec]:
     """Yield ``n`` reproducible specs; spec ``i`` depends only on ``(seed, i, scenario)``.
 
-    Different scenarios draw independent geometries for the same seed.
+    Different scenarios draw independent geometries for the same seed;
+    ``condition`` and ``ranges`` are passed to :func:`random_spec`.
     ``scenario="demo"`` cycles through :data:`DEMO_PLAN` (clean and defective
     fibers of several types plus a no-fiber frame), the CLI default.
 
@@ -329,14 +330,14 @@ def scenario_specs(seed: int, n: int, scenario: str = "mixed", *, ranges: SynthR
     """
     if n < 0:
         raise SynthSpecError(f"n must be >= 0, got {n}")
-    salt = zlib.crc32(scenario.encode("utf-8"))
+    salt = zlib.crc32(f"{scenario}/{condition or ''}".encode("utf-8"))
     for i in range(n):
         rng = np.random.default_rng([int(seed), i, salt])
         if scenario == "demo":
             scen, extra = DEMO_PLAN[i % len(DEMO_PLAN)]
             yield random_spec(rng, scen, ranges=ranges, **{**extra, **overrides})
         else:
-            yield random_spec(rng, scenario, ranges=ranges, **overrides)
+            yield random_spec(rng, scenario, condition=condition, ranges=ranges, **overrides)
 
 
 __all__ = ["random_spec", "scenario_specs", "SCENARIOS", "LOCALIZATION_CONDITIONS", "NO_FIBER_KINDS"]
