@@ -113,6 +113,18 @@ def test_notifier_abstract_socket():
         server.close()
 
 
+def test_notifier_never_blocks_on_a_full_socket(tmp_path):
+    path = str(tmp_path / "full.sock")
+    server = _dgram_server(path)  # never read
+    try:
+        n = Notifier({"NOTIFY_SOCKET": path})
+        results = [n.watchdog() for _ in range(5000)]
+        assert results[0] is True and results[-1] is False  # the queue filled up; no call blocked
+        n.close()
+    finally:
+        server.close()
+
+
 def test_notifier_without_systemd_and_broken_socket(tmp_path):
     n = Notifier({})
     assert not n.enabled and n.ready() is False and n.watchdog() is False and n.watchdog_interval_s is None

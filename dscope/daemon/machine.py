@@ -114,7 +114,7 @@ class BenchMachine:
                 )
             self._pending_error = error
             try:
-                getattr(self._model, trigger)()
+                self._model.trigger(trigger)  # generic dispatch: an event may be named "trigger"
             except MachineError as exc:  # pragma: no cover - guarded by may()
                 raise DScopeError("invalid_state", str(exc.value), state=self.state) from None
             return self.state

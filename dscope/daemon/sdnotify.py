@@ -64,8 +64,8 @@ class Notifier:
             return False
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            self._sock.sendto("\n".join(fields).encode(), self._address)
+        try:  # never block the daemon's loop on a slow or absent reader (queue full -> EAGAIN)
+            self._sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self._address)
         except OSError:
             return False
         return True

@@ -63,9 +63,13 @@ def configure_daemon_logging(level: str = "info"):
         from dscope.reporting.logs import configure_logging  # type: ignore
 
         configure_logging(console_level=level, log_file=None, json_console=True)
+        # our own state_changed events say it all; transitions also warns that the event
+        # named "trigger" is not bound as a model method (we dispatch by name)
+        logging.getLogger("transitions").setLevel(logging.ERROR)
         return structlog.get_logger("dscope.daemon")
     except (ImportError, TypeError):
         pass
+    logging.getLogger("transitions").setLevel(logging.ERROR)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -156,7 +160,7 @@ class Daemon:
         self.log = configure_daemon_logging(config.logging.console_level)
         self.daemon_id = dcfg.daemon_id or socket.gethostname()
         self.boot_time = time.time()
-        self.state_dir = Path(dcfg.state_dir) if dcfg.state_dir else default_state_dir(environ)
+        self.state_dir = (Path(dcfg.state_dir) if dcfg.state_dir else default_state_dir(environ)).absolute()
         self.frames_dir = self.state_dir / dcfg.frames_dir
         self.notifier = Notifier(environ)
         self.waker = Waker()

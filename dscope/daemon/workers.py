@@ -43,7 +43,7 @@ def _worker_main(conn: Connection, opencv_threads: int, preload: bool) -> None: 
         if msg is None:
             return
         job_id, kind, payload, settings_key, settings = msg
-        if settings is not None:
+        if settings_key not in settings_cache:  # the pool sends settings only when their key changes
             settings_cache.clear()
             settings_cache[settings_key] = settings
         settings = settings_cache[settings_key]
@@ -209,6 +209,7 @@ class WorkerPool:
             except (EOFError, OSError):
                 died = True
             if died or not w.process.is_alive():
+                w.process.join(1.0)
                 code = w.process.exitcode
                 if w.job_id is not None:
                     out.append(Finished(w.job_id, None, DScopeError(

@@ -1,0 +1,378 @@
+"""End-to-end: the real daemon as a subprocess on free loopback ports, real inotify, real SQLite, real SUB/REQ.
+
+Images come from dscope.synth (seeded, 640x480).  Every wait is for an event
+(a message, a reply, a process exit) with a generous upper bound; nothing
+sleeps to let a subscriber join: the test waits for a heartbeat instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dscope.ipc.client import ControlClient, Subscriber
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD = {"PASS", "FAIL", "UNGRADED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def synth_png(path: Path, seed: int) -> Path:
+    import cv2
+
+    from dscope.synth import random_spec, render
+
+    img, _ = render(random_spec(np.random.default_rng(seed), "mixed", width=640, height=480))
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class DaemonProc:
+    """The daemon in a subprocess with its own config file, folders and ports."""
+
+    def __init__(self, tmp: Path, daemon_overrides: dict | None = None, env: dict | None = None):
+        self.tmp = tmp
+        self.hot = tmp / "hot"
+        self.state = tmp / "state"
+        self.requests = tmp / "requests"
+        self.requests.mkdir(exist_ok=True)
+        self.pub = f"tcp://127.0.0.1:{free_port()}"
+        self.control = f"tcp://127.0.0.1:{free_port()}"
+        data = json.loads((REPO / "config" / "config.json").read_text())
+        daemon = {
+            "workers": 1,
+            "heartbeat_interval_s": 0.2,
+            "stability_interval_s": 0.1,
+            "empty_file_settle_s": 0.5,
+            "profile": "fast_scan",
+            "request_roots": [str(self.requests)],
+            "daemon_id": "e2e",
+        }
+        daemon.update(daemon_overrides or {})
+        data["daemon"] = daemon
+        self.config_path = tmp / "config.json"
+        self.config_path.write_text(json.dumps(data))
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+
+    def start(self) -> dict:
+        self.stderr_path = self.tmp / f"daemon-{time.monotonic_ns()}.log"
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dscope", "daemon", "--config", str(self.config_path), "--hot-folder",
+             str(self.hot), "--state-dir", str(self.state), "--pub", self.pub, "--control", self.control],
+            stdout=subprocess.DEVNULL, stderr=self._err, env=self.env, cwd=str(REPO),
+        )
+        with ControlClient(self.control, timeout_s=5) as c:
+            try:
+                return c.wait_ready(timeout_s=60)
+            except Exception:
+                self.proc.kill()
+                raise AssertionError(self.log_text())
+
+    def ctl(self, req: dict, timeout_s: float = 30) -> dict:
+        with ControlClient(self.control, timeout_s=timeout_s) as c:
+            return c.request(req)
+
+    def terminate(self, sig=signal.SIGTERM, timeout_s: float = 60) -> int:
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout_s)
+        self._err.close()
+        return rc
+
+    def log_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict]:
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture()
+def daemon_factory(tmp_path):
+    made = []
+
+    def make(**kw) -> DaemonProc:
+        d = DaemonProc(tmp_path, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.kill()
+
+
+def wait_live(sub: Subscriber, timeout_s: float = 30) -> None:
+    """Block until a heartbeat arrives: from then on the subscription is live (no slow-joiner sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.recv(timeout_s=1)
+        if msg and msg[0] == "heartbeat":
+            return
+    raise AssertionError("no heartbeat")
+
+
+def collect(sub: Subscriber, n_verdicts: int, timeout_s: float = 90) -> tuple[list[dict], list[dict]]:
+    verdicts, states = [], []
+    deadline = time.monotonic() + timeout_s
+    while len(verdicts) < n_verdicts and time.monotonic() < deadline:
+        msg = sub.recv(timeout_s=1)
+        if msg is None:
+            continue
+        topic, body = msg
+        if topic == "verdict":
+            verdicts.append(body)
+        elif topic == "state":
+            states.append(body)
+    return verdicts, states
+
+
+def db_rows(state: Path) -> list[dict]:
+    conn = sqlite3.connect(state / "results.sqlite3")
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM verdicts ORDER BY id")]
+    conn.close()
+    return rows
+
+
+def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.2)
+    msgs: list[str] = []
+    reading = threading.Event()
+    reading.set()
+
+    def read_notify():  # like systemd: always drain the socket
+        while reading.is_set():
+            try:
+                msgs.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+            except OSError:
+                return
+
+    reader = threading.Thread(target=read_notify, daemon=True)
+    reader.start()
+    d = daemon_factory(env={"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "400000"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    d.hot.mkdir()
+    early_sha = sha256(synth_png(d.hot / "early.png", 1))  # present before start-up
+    for sub_dir in ("done", "failed"):  # forces a collision suffix for the copy below
+        (d.hot / sub_dir).mkdir()
+        synth_png(d.hot / sub_dir / "copied.png", 99)
+    d.start()
+
+    with Subscriber(d.pub, ["verdict", "state", "heartbeat"]) as sub:
+        wait_live(sub)
+        expected: dict[str, str] = {}  # source name -> sha256
+        # 1) written in place
+        src = synth_png(outside / "w.png", 2)
+        with open(d.hot / "inplace.png", "wb") as fh:
+            fh.write(src.read_bytes())
+        expected["inplace.png"] = sha256(src)
+        # 2) copied in
+        shutil.copy(synth_png(outside / "c.png", 3), d.hot / "copied.png")
+        expected["copied.png"] = sha256(outside / "c.png")
+        # 3) moved in
+        moved = synth_png(outside / "moved.png", 4)
+        expected["moved.png"] = sha256(moved)
+        os.rename(moved, d.hot / "moved.png")
+        # a corrupt image and an ignored temporary file
+        (d.hot / "broken.png").write_bytes(b"this is not a png at all" * 10)
+        expected["broken.png"] = sha256(d.hot / "broken.png")
+        (d.hot / "partial.png.part").write_bytes(b"x")
+        expected["early.png"] = early_sha
+
+        verdicts, states = collect(sub, 5)
+        assert len(verdicts) == 5, d.log_text()[-3000:]
+        # nothing more arrives (exactly once)
+        extra, more_states = collect(sub, 1, timeout_s=1.0)
+        assert extra == []
+        states += more_states
+        assert sub.gaps.lost["verdict"] == 0 and sub.gaps.lost["state"] == 0
+
+    by_name = {Path(v["source"]["path"]).name: v for v in verdicts}
+    assert set(by_name) == set(expected)
+    for name, v in by_name.items():
+        assert v["schema"] == "dscope.verdict" and v["daemon_id"] == "e2e"
+        assert v["source"] == {"kind": "hot_folder", "path": str(d.hot / name)}
+        doc = v["result"]
+        assert doc["schema"] == "dscope.result" and doc["status"] == v["status"]
+        assert doc["image"]["sha256"] == expected[name]
+        if name == "broken.png":
+            assert doc["status"] == "ERROR" and doc["error"]["code"] == "unreadable_image"
+        else:
+            assert doc["status"] in GOOD, doc.get("error")
+        assert Path(v["stored_as"]).parent == d.hot / ("failed" if doc["status"] == "ERROR" else "done")
+        stored = Path(v["stored_as"])
+        assert stored.is_file() and json.loads(stored.with_suffix(".json").read_text()) == doc
+    assert Path(by_name["copied.png"]["stored_as"]).name == "copied-1.png"  # collision: nothing overwritten
+    assert sha256(d.hot / "done" / "copied.png") == sha256(d.hot / "failed" / "copied.png") != expected["copied.png"]
+    assert sorted(p.name for p in d.hot.iterdir()) == ["done", "failed", "partial.png.part"]
+    kept = sorted(p.name for p in (d.hot / "done").iterdir()) + sorted(p.name for p in (d.hot / "failed").iterdir())
+    assert len(kept) == 2 + 2 * 5  # the two collision files + image and JSON of each verdict: nothing lost
+    seqs = sorted(v["seq"] for v in verdicts)
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    # state changes were published with old and new state, and the bench ends idle
+    pairs = [(s["old"], s["new"]) for s in states]
+    assert ("idle", "inspecting") in pairs and ("inspecting", "reporting") in pairs and pairs[-1] == ("reporting", "idle")
+
+    # durable rows: one per verdict, written before publishing, all published and finalized
+    rows = db_rows(d.state)
+    assert sorted(r["verdict_id"] for r in rows) == sorted(v["verdict_id"] for v in verdicts)
+    for r in rows:
+        v = next(v for v in verdicts if v["verdict_id"] == r["verdict_id"])
+        assert r["status"] == v["status"] and r["published"] == 1 and r["finalized"] == 1
+        assert r["image_path"] == v["stored_as"] and json.loads(r["result_json"]) == v["result"]
+        assert r["fiber_type"] == v["result"]["fiber_type"] and r["rule_set"] == v["result"]["rule_set"]
+    assert sqlite3.connect(d.state / "results.sqlite3").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    # control: status is the late-joiner snapshot
+    st = d.ctl({"cmd": "status"})
+    assert st["ok"] and st["state"] == "idle" and st["counts"]["verdicts"] == 5
+    assert st["last_verdict"]["seq"] == max(seqs) and st["settings"]["profile"] == "fast_scan"
+    # control: error replies, never a crash
+    with ControlClient(d.control, timeout_s=10) as c:
+        for raw, code in [
+            (b"{oops", "bad_request"),
+            (b'"status"', "bad_request"),
+            (b'{"cmd": "dance"}', "unknown_command"),
+            (b'{"cmd": "inspect"}', "bad_argument"),
+            (b'{"cmd": "set_fiber", "type": "sm-pc", "core_um": -3}', "bad_argument"),
+            (b'{"cmd": "set_profile", "profile": "warp"}', "config_invalid"),
+            (b'{"cmd": "inspect", "path": "/etc/hostname"}', "path_refused"),
+            (b'{"cmd": "trigger"}', "camera_unavailable"),
+            (b'{"cmd": "focus_start"}', "camera_unavailable"),
+            (b'{"cmd": "reset"}', "invalid_state"),
+        ]:
+            r = c.request_raw(raw)
+            assert r["ok"] is False and r["error"]["code"] == code, (raw, r)
+            assert r["error"]["message"]
+        r = c.request({"cmd": "set_fiber", "type": "mm"})
+        assert r["ok"] and r["settings"]["fiber_type"] == "mm" and r["settings"]["core_um"] == 50.0
+        # inspect by request (file stays in place), reply carries the verdict
+        req_img = synth_png(d.requests / "asked.png", 5)
+        r = c.request({"cmd": "inspect", "path": str(req_img), "wait": True}, timeout_s=60)
+        assert r["ok"], r
+        assert r["verdict"]["source"] == {"kind": "request", "path": str(req_img)}
+        assert r["verdict"]["result"]["fiber_type"] == "mm" and r["verdict"]["result"]["status"] in GOOD
+        assert req_img.exists()
+
+    # systemd: READY, WATCHDOG pings while the loop runs, RELOADING on SIGHUP, STOPPING on SIGTERM
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "config_reloaded" not in [e.get("event") for e in d.log_events()]:
+        time.sleep(0.1)
+    assert d.terminate() == 0
+    reading.clear()
+    reader.join(5)
+    notify.close()
+    firsts = [m.split("\n")[0] for m in msgs]
+    assert firsts[0] == "READY=1"
+    assert firsts.count("WATCHDOG=1") >= 2
+    assert "RELOADING=1" in firsts and firsts.index("RELOADING=1") < len(firsts) - 1
+    assert firsts[firsts.index("RELOADING=1") + 1:].count("READY=1") >= 1
+    assert firsts[-1] == "STOPPING=1" or "STOPPING=1" in firsts[-3:]
+    events = [e.get("event") for e in d.log_events()]
+    assert "daemon_stopped" in events and "state_changed" in events
+
+    # restart: nothing is repeated; a new drop is processed once
+    d.env.pop("NOTIFY_SOCKET")
+    d.env.pop("WATCHDOG_USEC")
+    before = len(db_rows(d.state))
+    d.start()
+    with Subscriber(d.pub, ["verdict", "heartbeat"]) as sub:
+        wait_live(sub)
+        shutil.copy(synth_png(outside / "after.png", 6), d.hot / "after.png")
+        verdicts, _ = collect(sub, 1)
+        more, _ = collect(sub, 1, timeout_s=1.0)
+    assert [Path(v["source"]["path"]).name for v in verdicts] == ["after.png"] and more == []
+    assert verdicts[0]["seq"] == 1  # a new daemon process restarts the sequence (new boot_time)
+    assert len(db_rows(d.state)) == before + 1
+    assert d.terminate() == 0
+
+
+def test_crash_recovery_publishes_stored_verdict_without_reinspecting(daemon_factory, tmp_path):
+    """A verdict stored just before a crash (file not yet moved, not published) is published and finalized
+    on restart, and the image is not inspected a second time."""
+    from dscope.daemon.store import ResultStore
+
+    d = daemon_factory()
+    d.hot.mkdir()
+    img = synth_png(d.hot / "interrupted.png", 11)
+    digest = sha256(img)
+    doc = {"schema": "dscope.result", "status": "PASS", "error": None, "image": {"path": str(img), "sha256": digest},
+           "fiber_type": "sm-pc", "rule_set": "iec61300-3-35-ed2-sm-pc", "counts": {"total": 0}, "violations": []}
+    store = ResultStore(d.state / "results.sqlite3")
+    store.insert("before-crash", doc, {"kind": "hot_folder", "path": str(img)}, "e2e")
+    store.close()
+    st = d.start()
+    assert st["ok"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and img.exists():
+        time.sleep(0.05)
+    assert not img.exists() and (d.hot / "done" / "interrupted.png").is_file()
+    assert json.loads((d.hot / "done" / "interrupted.json").read_text()) == doc
+    st = d.ctl({"cmd": "status"})
+    assert st["last_verdict"]["verdict_id"] == "before-crash" and st["last_verdict"]["recovered"] is True
+    rows = db_rows(d.state)
+    assert len(rows) == 1 and rows[0]["published"] == 1 and rows[0]["finalized"] == 1
+    assert d.terminate() == 0
+
+
+def test_per_image_timeout_gives_error_and_daemon_keeps_serving(daemon_factory, tmp_path):
+    d = daemon_factory(daemon_overrides={"image_timeout_s": 0.001})
+    d.hot.mkdir()
+    d.start()
+    with Subscriber(d.pub, ["verdict", "heartbeat"]) as sub:
+        wait_live(sub)
+        shutil.copy(synth_png(tmp_path / "slow.png", 21), d.hot / "slow.png")
+        verdicts, _ = collect(sub, 1, timeout_s=60)
+        assert len(verdicts) == 1
+        v = verdicts[0]
+        assert v["status"] == "ERROR" and v["result"]["error"]["code"] == "timeout"
+        assert Path(v["stored_as"]).parent == d.hot / "failed"
+        assert d.ctl({"cmd": "status"})["state"] == "idle"
+    r = d.ctl({"cmd": "shutdown"})
+    assert r == {"ok": True, "stopping": True}
+    assert d.proc.wait(60) == 0
