@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scenario", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
     args = ap.parse_args(argv)
-    print(f"{'scenario':<14} {'n':>3} {'median_ms':>9} {'p95_ms':>8} {'max_ms':>8} {'cpu_med':>8} {'defects':>8} {'dropped':>8}")
+    print(f"{'scenario':<14} {'n':>3} {'median_ms':>9} {'p95_ms':>8} {'max_ms':>8} {'cpu_med':>8} "
+          f"{'defects':>8} {'dropped':>8}")
     all_ms = []
     for scen in args.scenario:
         ms, cpu, nd, ndrop = [], [], [], []
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
         all_ms += ms
         print(f"{scen:<14} {len(ms):>3} {np.median(ms):>9.1f} {np.percentile(ms, 95):>8.1f} {max(ms):>8.1f} "
               f"{np.median(cpu):>8.1f} {np.mean(nd):>8.2f} {np.mean(ndrop):>8.2f}")
-    print(f"{'ALL':<14} {len(all_ms):>3} {np.median(all_ms):>9.1f} {np.percentile(all_ms, 95):>8.1f} {max(all_ms):>8.1f}")
+    print(f"{'ALL':<14} {len(all_ms):>3} {np.median(all_ms):>9.1f} {np.percentile(all_ms, 95):>8.1f} "
+          f"{max(all_ms):>8.1f}")
     return 0
 
 

@@ -400,7 +400,8 @@ def test_dot_grid_truth_matches_image():
     n, lab, stats, cents = cv2.connectedComponentsWithStats((img < 120).astype(np.uint8))
     dots = np.array(t["dots_px"])
     r = t["dot_diameter_px"] / 2
-    interior = dots[(dots[:, 0] > r + 1) & (dots[:, 0] < 400 - r - 2) & (dots[:, 1] > r + 1) & (dots[:, 1] < 300 - r - 2)]
+    x, y = dots[:, 0], dots[:, 1]
+    interior = dots[(x > r + 1) & (x < 400 - r - 2) & (y > r + 1) & (y < 300 - r - 2)]
     c = cents[1:]
     d = np.hypot(interior[:, None, 0] - c[None, :, 0], interior[:, None, 1] - c[None, :, 1]).min(1)
     assert (d < 0.3).all()  # every interior truth dot is drawn where the truth says

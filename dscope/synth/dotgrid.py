@@ -60,7 +60,8 @@ def make_dot_grid(
     >>> img.shape, t["spacing_px"]
     ((160, 200), 20.0)
     """
-    if not (MIN_SIDE_PX <= width <= MAX_SIDE_PX and MIN_SIDE_PX <= height <= MAX_SIDE_PX) or width * height > MAX_PIXELS:
+    sides_ok = MIN_SIDE_PX <= width <= MAX_SIDE_PX and MIN_SIDE_PX <= height <= MAX_SIDE_PX
+    if not sides_ok or width * height > MAX_PIXELS:
         raise SynthSpecError(f"image size must be {MIN_SIDE_PX}..{MAX_SIDE_PX} px per side and at most "
                              f"{MAX_PIXELS} pixels, got {width}x{height}")
     if not all(math.isfinite(v) for v in (spacing_um, um_per_px, rotation_deg, axis_angle_deg, noise_sigma,

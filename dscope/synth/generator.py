@@ -320,7 +320,8 @@ def _no_fiber(spec: SynthSpec, rng) -> tuple[np.ndarray, float]:
     elif kind == "white":
         base = np.full((H, W), _WHITE_LEVEL, np.float32)
     else:
-        base = np.float32(spec.ferrule_level) + np.float32(spec.ferrule_texture) * _texture(rng, H, W, spec.texture_scale_px)
+        tex = _texture(rng, H, W, spec.texture_scale_px)
+        base = np.float32(spec.ferrule_level) + np.float32(spec.ferrule_texture) * tex
         if spec.ferrule_mottle:
             base += np.float32(spec.ferrule_mottle) * _noise_field(rng, H, W, _MOTTLE_CELL_PX)
         base = base * _gain(spec, H, W)
@@ -556,7 +557,10 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, bg, le
     contrast = float(ds.contrast) if ds.contrast is not None else float(rng.uniform(lo_c, hi_c))
     sign = 1.0 if ds.polarity == "bright" else -1.0
     lo_s, hi_s = _DEFAULT_SIZE_UM[ds.type]
-    size_um = float(ds.size_um) if ds.size_um is not None else float(math.exp(rng.uniform(math.log(lo_s), math.log(hi_s))))
+    if ds.size_um is not None:
+        size_um = float(ds.size_um)
+    else:
+        size_um = float(math.exp(rng.uniform(math.log(lo_s), math.log(hi_s))))
     size_n = size_um / upp
     zone_order = [ds.zone] if ds.zone else [None]
     if ds.zone:

@@ -31,18 +31,22 @@ class SynthRanges(StrictModel):
     # -- geometry --------------------------------------------------------------------------
     cladding_fraction_standard: Range = _r(0.25, 0.55, "cladding diameter / shorter image side, 125 um fibers")
     cladding_fraction_large_core: Range = _r(0.45, 0.85, "cladding diameter / shorter image side, large-core fibers")
-    min_cladding_px: float = Field(100.0, gt=0, description="smallest cladding diameter drawn (px) when the frame allows")
-    center_offset_sigma_fraction: float = Field(0.04, ge=0, le=0.5, description="sigma of the centre offset / shorter side")
+    min_cladding_px: float = Field(100.0, gt=0,
+                                   description="smallest cladding diameter drawn (px) when the frame allows")
+    center_offset_sigma_fraction: float = Field(0.04, ge=0, le=0.5,
+                                                description="sigma of the centre offset / shorter side")
     p_analog_pixels: float = _p(0.2, "non-square analog pixels (ellipse of analog_axis_ratio at 0 or 90 deg)")
     analog_axis_ratio: float = Field(1.09, ge=1.0, le=1.5, description="axis ratio caused by non-square analog pixels")
     p_slight_ellipse: float = _p(0.15, "slightly elliptical end face (angled polish residue)")
     slight_axis_ratio: Range = _r(1.0, 1.04, "axis ratio of a slightly elliptical end face")
-    apc_angle_deg: float = Field(8.0, ge=0, lt=45, description="APC polish angle: sm-apc faces are foreshortened by 1/cos")
+    apc_angle_deg: float = Field(8.0, ge=0, lt=45,
+                                 description="APC polish angle: sm-apc faces are foreshortened by 1/cos")
     # -- appearance ------------------------------------------------------------------------
     ferrule_level: Range = _r(115.0, 190.0, "mean ferrule grey level")
     p_dark_glass: float = _p(0.65, "glass darker than the ferrule (real images often are)")
     glass_contrast: Range = _r(18.0, 75.0, "|glass - ferrule| grey levels")
-    glass_level_margin: float = Field(15.0, ge=0, le=100, description="keep the glass this far from 0 / 255 (grey levels)")
+    glass_level_margin: float = Field(15.0, ge=0, le=100,
+                                      description="keep the glass this far from 0 / 255 (grey levels)")
     glass_variation: Range = _r(0.8, 3.0, "slow intensity variation over the glass (grey levels)")
     p_core_visible: float = _p(0.75, "core visible")
     core_delta: Range = _r(3.0, 12.0, "|core - glass| grey levels (sign random)")

@@ -270,7 +270,8 @@ def random_spec(rng: np.random.Generator, scenario: str = "mixed", *, condition:
     if unknown:
         raise SynthSpecError(f"unknown SynthSpec field(s) in overrides: {sorted(unknown)}")
     if condition is not None and condition not in LOCALIZATION_CONDITIONS:
-        raise SynthSpecError(f"unknown localization condition {condition!r}; choose one of {list(LOCALIZATION_CONDITIONS)}")
+        raise SynthSpecError(
+            f"unknown localization condition {condition!r}; choose one of {list(LOCALIZATION_CONDITIONS)}")
     if scenario == "demo":
         scen, extra = DEMO_PLAN[int(rng.integers(0, len(DEMO_PLAN)))]
         return random_spec(rng, scen, ranges=ranges, **{**extra, **overrides})

@@ -265,7 +265,8 @@ class SynthSpec:
             raise SynthSpecError(f"no_fiber_kind must be one of {list(NO_FIBER_KINDS)}, got {self.no_fiber_kind!r}")
         if self.has_fiber and self.fiber_type not in FIBER_TYPES and (self.cladding_um is None or self.core_um is None):
             raise SynthSpecError(
-                f"unknown fiber_type {self.fiber_type!r}: give cladding_um and core_um or use one of {list(FIBER_TYPES)}"
+                f"unknown fiber_type {self.fiber_type!r}: give cladding_um and core_um "
+                f"or use one of {list(FIBER_TYPES)}"
             )
         if self.glass_polarity not in ("dark", "bright"):
             raise SynthSpecError(f"glass_polarity must be 'dark' or 'bright', got {self.glass_polarity!r}")
