@@ -72,6 +72,18 @@ def test_ellipse_truth_matches_image(q, angle):
     assert max(d1, d2) / 2 == pytest.approx(a, rel=0.02)
 
 
+@pytest.mark.parametrize("q,angle", [(1.0, 0.0), (1.4, 0.0), (1.25, 63.0)])
+def test_glass_area_matches_the_ellipse(q, angle):
+    spec = _quiet(axis_ratio=q, ellipse_angle_deg=angle, um_per_px=125 / 180, bit_depth=16,
+                  center_offset_px=(0.3, -0.2))
+    img, t = render(spec)
+    F, G = spec.ferrule_level, spec.ferrule_level - spec.glass_contrast
+    cov = (img.astype(float) / 257 - F) / (G - F)  # 1 on glass, 0 on ferrule, fraction on the edge
+    a = t.cladding_radius_px
+    assert cov.sum() == pytest.approx(math.pi * a * a / q, rel=2e-3)
+    assert cov.min() > -0.01 and cov.max() < 1.01
+
+
 def test_partly_outside_in_frame_fraction():
     img, t = render(_quiet(center_offset_px=((W - 1) / 2, 0.0), um_per_px=125 / 120))
     assert t.in_frame_fraction == pytest.approx(0.5, abs=0.03)

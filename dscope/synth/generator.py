@@ -101,6 +101,21 @@ class _Frame:
         v = (-nx * self.s + ny * self.c) / self.q
         return self.cx + u * self.c - v * self.s, self.cy + u * self.s + v * self.c
 
+    def radius_and_gradient(self, x, y):
+        """Circular-frame radius and the image-space gradient magnitude of that radius.
+
+        ``(a - r) / g`` is then the signed distance in image pixels to the ellipse
+        ``r = a`` (first order), which gives anti-aliasing one pixel wide along
+        both axes.
+        """
+        dx = x - self.cx
+        dy = y - self.cy
+        u = dx * self.c + dy * self.s
+        v = (-dx * self.s + dy * self.c) * self.q  # scaled minor coordinate
+        r = np.sqrt(u * u + v * v)
+        g = np.sqrt(u * u + (self.q * self.q) * (v * v)) / np.maximum(r, 1e-6)
+        return r, g
+
     def radius(self, x, y):
         dx = x - self.cx
         dy = y - self.cy
@@ -439,16 +454,18 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
     in_frame = 0.0
     if bx1 > bx0 and by1 > by0:
         sub = base[by0:by1, bx0:bx1]
-        r = fr.radius(xs_full[:, bx0:bx1], ys_full[by0:by1, :]).astype(np.float32)
+        r, grad = fr.radius_and_gradient(xs_full[:, bx0:bx1], ys_full[by0:by1, :])
+        r, grad = r.astype(np.float32), grad.astype(np.float32)
+        inv_g = np.float32(1.0) / grad  # circular-frame px -> image px near the boundaries
         tex_s = tex[by0:by1, bx0:bx1]
         if spec.epoxy_ring and ep_w > 0:
-            cov_e = np.clip(a + ep_w - r + 0.5, 0, 1)
+            cov_e = np.clip((a + ep_w - r) * inv_g + 0.5, 0, 1)
             epoxy = np.float32(E) + np.float32(0.4 * spec.ferrule_texture) * tex_s
             sub += cov_e * (epoxy - sub)
-        cov_g = np.clip(a - r + 0.5, 0, 1)
+        cov_g = np.clip((a - r) * inv_g + 0.5, 0, 1)
         glass = np.float32(G) + np.float32(spec.glass_variation) * mottle[by0:by1, bx0:bx1]
         if spec.core_visible and rc > 0:
-            cov_c = np.clip(rc - r + 0.5, 0, 1)
+            cov_c = np.clip((rc - r) * inv_g + 0.5, 0, 1)
             if spec.graded_index:
                 prof = np.clip(1.0 - (r / np.float32(max(rc, 1e-6))) ** 2, 0, 1)
                 glass += np.float32(spec.core_delta) * (0.5 * cov_c + 0.5 * prof)
@@ -460,7 +477,8 @@ def render(spec: SynthSpec) -> tuple[np.ndarray, SynthTruth]:
                 glass -= np.float32(spec.gi_dot_depth) * np.exp(-0.5 * (r / np.float32(sd)) ** 2)
         sub += cov_g * (glass - sub)
         if spec.rim_line_depth:
-            sub -= np.float32(spec.rim_line_depth) * np.exp(-0.5 * ((r - np.float32(a)) / np.float32(rim_w)) ** 2)
+            dist = (r - np.float32(a)) * inv_g  # image px from the boundary
+            sub -= np.float32(spec.rim_line_depth) * np.exp(-0.5 * (dist / np.float32(rim_w)) ** 2)
         # in-frame fraction of the cladding area (visible part of the frame)
         inside = r < a
         vx0, vx1 = max(vis_x0 - bx0, 0), max(min(vis_x1 - bx0, bx1 - bx0), 0)
