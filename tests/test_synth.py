@@ -470,3 +470,10 @@ def test_cli_writes_images_and_truth(tmp_path):
     docs = list((tmp_path / "g").glob("*.truth.json"))
     assert len(docs) == 1 and json.loads(docs[0].read_text())["n_dots"] > 0
     assert main(["synth", "--out", str(tmp_path), "--n", "-1"]) == 2
+    assert main(["synth", "--out", str(tmp_path), "--condition", "jpeg"]) == 2  # needs --scenario localization
+    assert main(["synth", "--out", str(tmp_path / "l"), "--n", "2", "--scenario", "localization", "--condition",
+                 "ellipse", "--width", str(W), "--height", str(H), "--bit-depth", "16"]) == 0
+    for p in (tmp_path / "l").glob("*.png"):
+        assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+        doc = json.loads(p.with_suffix("").with_suffix(".truth.json").read_text())
+        assert doc["tags"] == ["localization", "ellipse"] and doc["ellipse"]["semi_major_px"] > 0

@@ -24,7 +24,7 @@ DOT_GRID_MAX_ROTATION_DEG = 5.0
 
 
 def register(sub) -> None:
-    from dscope.synth import SCENARIOS
+    from dscope.synth import LOCALIZATION_CONDITIONS, SCENARIOS
 
     p = sub.add_parser(
         "synth",
@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same images")
     p.add_argument("--scenario", default="demo", choices=list(SCENARIOS),
                    help="what to draw (default demo: a mix of PASS and FAIL looking fibers and a no-fiber frame)")
+    p.add_argument("--condition", choices=list(LOCALIZATION_CONDITIONS), default=None,
+                   help="with --scenario localization: force this hard condition (default: random per image)")
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"image width px (default {DEFAULT_WIDTH})")
     p.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"image height px (default {DEFAULT_HEIGHT})")
     p.add_argument("--bit-depth", type=int, default=8, choices=(8, 16), help="8 (default) or 16-bit PNG")
@@ -85,8 +87,10 @@ def run(args) -> int:
         print(f"wrote {args.n} dot-grid images to {out}")
         return 0
     n = 0
-    specs = scenario_specs(args.seed, args.n, args.scenario, width=args.width, height=args.height,
-                           bit_depth=args.bit_depth)
+    if args.condition and args.scenario != "localization":
+        raise DScopeError("bad_argument", "--condition needs --scenario localization")
+    specs = scenario_specs(args.seed, args.n, args.scenario, condition=args.condition, width=args.width,
+                           height=args.height, bit_depth=args.bit_depth)
     for i, spec in enumerate(specs):
         img, truth = render(spec)
         doc = truth.to_dict()
