@@ -79,7 +79,11 @@ class LocalizationParams(StrictModel):
     canny_low_snr: float = Field(gt=0, description="Canny low threshold in units of the Sobel noise std")
     threshold_contours: bool = Field(description="also fit ellipses to Otsu-threshold blobs of both polarities")
     contour_min_points: int = Field(ge=5, description="shortest contour (points, downscaled) fitted with fitEllipse")
-    contour_max_candidates: int = Field(ge=1, le=200, description="longest contours kept as candidates")
+    contour_max_fits: int = Field(ge=1, le=2000, description="longest contours fitted with fitEllipse per source (bounded work)")
+    contour_fit_tol_px: float = Field(gt=0, description="median distance (downscaled px) of a contour to its ellipse for it to be a candidate")
+    contour_max_candidates: int = Field(ge=1, le=200, description="largest well-fitting contour ellipses kept per source")
+    canny_strong_quantile: float = Field(gt=0.5, lt=1, description="quantile of the gradient magnitude that stands for the strongest edges")
+    canny_strong_frac: float = Field(gt=0, le=1, description="first Canny pass: high threshold = this share of that quantile")
     max_candidates: int = Field(ge=1, le=200, description="cap on all coarse candidates scored")
     refine_top_candidates: int = Field(ge=1, le=10, description="best-scoring candidates refined at full resolution")
     score_rays: int = Field(ge=16, le=720, description="rays used to score a coarse candidate")
@@ -104,11 +108,13 @@ class LocalizationParams(StrictModel):
     )
     rim_search_px: float = Field(ge=0, le=20, description="a dark rim line within this distance of the step is the boundary (0 = off)")
     rim_smooth_sigma_px: float = Field(gt=0, le=5, description="Gaussian sigma along the ray when locating the rim-line valley")
+    rim_max_width_px: float = Field(gt=0, le=20, description="largest flank-to-flank width of a rim line (wider valleys are adhesive rings)")
     rim_min_depth_gray: float = Field(ge=0, description="depth (grey) a rim-line valley needs below both its sides")
     angular_smooth_sigma_rays: float = Field(ge=0, le=5, description="Gaussian sigma across neighbouring rays (0 = off)")
     # -- refinement ---------------------------------------------------------------------------
     refine_rays: int = Field(ge=32, le=4096, description="rays sampled at full resolution")
-    refine_iterations: int = Field(ge=1, le=5, description="ray sampling + fit rounds around the updated model")
+    refine_iterations: int = Field(ge=1, le=10, description="most ray sampling + fit rounds around the updated model")
+    refine_converge_px: float = Field(gt=0, description="stop refining when centre and axes move less than this (px)")
     refine_step_px: float = Field(gt=0, le=2, description="radial sample spacing, full-res pixels")
     refine_window_frac: float = Field(gt=0, le=0.5, description="first-round window, +- fraction of the coarse radius")
     refine_window_min_px: float = Field(gt=0, description="lower bound of every refinement window, full-res pixels")
@@ -540,53 +546,94 @@ def _hough_candidates(small8: np.ndarray, f: float, params: LocalizationParams, 
     return [_Model(cx / g, cy / g, r / g) for cx, cy, r in circles.reshape(-1, 3)[: params.hough_max_candidates]]
 
 
-def _coarse_candidates(small: np.ndarray, rect, f: float, params: LocalizationParams, noise_small: float):
-    h, w = small.shape
-    r_min = max(params.min_cladding_radius_px * f, 3.0)
-    r_max = max(params.max_cladding_radius_frac * max(h, w), r_min + 2)
-    small8 = np.clip(small, 0, 255).astype(np.uint8)
-    sobel_noise = noise_small * math.sqrt(12.0)
-    # thresholds from the noise, raised when texture would make more than canny_max_edge_frac edge pixels
-    gx = cv2.Sobel(small8, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(small8, cv2.CV_32F, 0, 1, ksize=3)
-    mag = cv2.magnitude(gx, gy)[::2, ::2]
-    q_hi = float(np.partition(mag.ravel(), int((1 - params.canny_max_edge_frac) * (mag.size - 1)))[int((1 - params.canny_max_edge_frac) * (mag.size - 1))])
-    hi = max(params.canny_high_snr * sobel_noise, q_hi, 1.0)
-    lo = max(hi * params.canny_low_snr / params.canny_high_snr, 0.5)
-    edges = cv2.Canny(small8, lo, hi, L2gradient=True)
-    y0, y1, x0, x1 = rect
-    # border of the usable frame is not a fiber edge
-    m = np.zeros_like(edges)
-    m[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 1
-    edges = edges * m
-    density = float(np.count_nonzero(edges)) / edges.size
-    cands: list[_Model] = []
-    if params.hough_mode == "always" and density <= params.max_edge_density:
-        cands.extend(_hough_candidates(small8, f, params, noise_small))
-    # contours of edges and of Otsu blobs (both polarities) -> fitEllipse
-    contours = []
-    if density <= params.max_edge_density:
+class _Coarse:
+    """Candidate sources of the coarse stage, cheapest first (each bounded in work)."""
+
+    def __init__(self, small: np.ndarray, rect, f: float, params: LocalizationParams, noise_small: float):
+        self.params = params
+        self.f = f
+        self.noise_small = noise_small
+        h, w = small.shape
+        self.r_min = max(params.min_cladding_radius_px * f, 3.0)
+        self.r_max = max(params.max_cladding_radius_frac * max(h, w), self.r_min + 2)
+        self.small8 = np.clip(small, 0, 255).astype(np.uint8)
+        y0, y1, x0, x1 = rect
+        self.rect = rect
+        # the border of the usable frame is not a fiber edge
+        self.mask = np.zeros(self.small8.shape, np.uint8)
+        self.mask[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 1
+        gx = cv2.Sobel(self.small8, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(self.small8, cv2.CV_32F, 0, 1, ksize=3)
+        mag = (cv2.magnitude(gx, gy) * self.mask)[::2, ::2].ravel()
+        self.mag = mag
+        self.density = 0.0
+
+    def _quantile(self, q: float) -> float:
+        k = int(np.clip(q, 0, 1) * (self.mag.size - 1))
+        return float(np.partition(self.mag, k)[k])
+
+    def _canny(self, hi: float) -> np.ndarray:
+        p = self.params
+        lo = max(hi * p.canny_low_snr / p.canny_high_snr, 0.5)
+        edges = cv2.Canny(self.small8, lo, max(hi, 1.0), L2gradient=True) * self.mask
+        self.density = max(self.density, float(np.count_nonzero(edges)) / edges.size)
+        return edges
+
+    def _fit_contours(self, contours) -> list:
+        """fitEllipse on the contours that are well explained by an ellipse, largest first."""
+        p = self.params
+        contours = [c for c in contours if len(c) >= p.contour_min_points]
+        contours.sort(key=len, reverse=True)
+        out = []
+        for c in contours[: p.contour_max_fits]:
+            (cx, cy), (d1, d2), ang = cv2.fitEllipse(c)
+            a, b = max(d1, d2) / 2, min(d1, d2) / 2
+            if not (self.r_min <= a <= self.r_max * 1.5) or b <= 0 or a / b > p.max_axis_ratio:
+                continue
+            phi = math.radians(ang if d1 >= d2 else ang + 90.0)
+            m = _Model(cx, cy, a, b, phi)
+            pts = c.reshape(-1, 2).astype(np.float64)
+            res = float(np.median(np.abs(_ellipse_residual(pts, (m.cx, m.cy, m.a, m.b, m.phi)))))
+            if res <= p.contour_fit_tol_px:
+                out.append((a, m))
+        out.sort(key=lambda t: -t[0])
+        return [m for _, m in out[: p.contour_max_candidates]]
+
+    def stages(self):
+        """Yield (name, candidates) per source; the caller stops once a candidate is good enough."""
+        p = self.params
+        sobel_noise = self.noise_small * math.sqrt(12.0)
+        # 1. strong edges: relative to the strongest structures of the frame (the fiber edge, usually)
+        hi_strong = max(p.canny_high_snr * sobel_noise, p.canny_strong_frac * self._quantile(p.canny_strong_quantile))
+        edges = self._canny(hi_strong)
         cs, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        contours.extend(cs)
-    roi = small8[y0:y1, x0:x1]
-    thr, _ = cv2.threshold(roi, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    for mode in (cv2.THRESH_BINARY, cv2.THRESH_BINARY_INV) if params.threshold_contours else ():
-        _, bw = cv2.threshold(small8, thr, 255, mode)
-        bw = bw * m
-        bw = cv2.morphologyEx(bw, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        cs, _ = cv2.findContours(bw, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        contours.extend(cs)
-    contours = [c for c in contours if len(c) >= params.contour_min_points]
-    contours.sort(key=len, reverse=True)
-    for c in contours[: params.contour_max_candidates]:
-        (cx, cy), (d1, d2), ang = cv2.fitEllipse(c)
-        a, b = max(d1, d2) / 2, min(d1, d2) / 2
-        if not (r_min <= a <= r_max * 1.5) or b <= 0 or a / b > params.max_axis_ratio:
-            continue
-        phi = math.radians(ang if d1 >= d2 else ang + 90.0)
-        cands.append(_Model(cx, cy, a, b, phi))
-    uniq = cands
-    return _dedupe(uniq, params.max_candidates), density, small8
+        first = self._fit_contours(cs)
+        if p.hough_mode == "always":
+            first += self._hough()
+        yield "contours_strong", first
+        # 2. edges down to the noise / texture level (low-contrast fibers)
+        hi = max(p.canny_high_snr * sobel_noise, self._quantile(1 - p.canny_max_edge_frac))
+        if hi < hi_strong:
+            edges = self._canny(hi)
+            cs, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+            yield "contours_weak", self._fit_contours(cs)
+        # 3. Otsu blobs of both polarities
+        if p.threshold_contours:
+            y0, y1, x0, x1 = self.rect
+            thr, _ = cv2.threshold(self.small8[y0:y1, x0:x1], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            cs_all = []
+            for mode in (cv2.THRESH_BINARY, cv2.THRESH_BINARY_INV):
+                _, bw = cv2.threshold(self.small8, thr, 255, mode)
+                bw = cv2.morphologyEx(bw * self.mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+                cs, _ = cv2.findContours(bw, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                cs_all.extend(cs)
+            yield "otsu", self._fit_contours(cs_all)
+        # 4. Hough (bounded: capped copy, radius range and count; skipped on edge-saturated frames)
+        if p.hough_mode == "fallback" and self.density <= p.max_edge_density:
+            yield "hough", self._hough()
+
+    def _hough(self) -> list:
+        return _hough_candidates(self.small8, self.f, self.params, self.noise_small)
 
 
 def _dedupe(cands: list, cap: int) -> list:
@@ -613,7 +660,9 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
     half = max(params.refine_window_frac * model.a, params.refine_window_min_px)
     polarity = None
     out = None
+    first_half = half
     for it in range(params.refine_iterations):
+        prev = model
         e = _ray_edges(
             img, model, params.refine_rays, half, params.refine_step_px, params.radial_smooth_sigma_px,
             params.angular_smooth_sigma_rays, rect, polarity, edge_min_snr=params.edge_min_snr,
@@ -677,7 +726,13 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
             "coverage": _angular_coverage(th[inl]),
             "radius_std_px": rms / math.sqrt(max(int(inl.sum()) - 3, 1)),
         }
-        half = params.refine_window_rms_factor * rms + params.refine_window_min_px
+        change = max(abs(model.cx - prev.cx), abs(model.cy - prev.cy), abs(model.a - prev.a), abs(model.b - prev.b))
+        out["iterations"] = it + 1
+        if out["support"] < 0.5 * params.min_edge_support:
+            break  # hopeless candidate: stop spending work on it
+        if it > 0 and change < params.refine_converge_px:
+            break
+        half = min(first_half, max(params.refine_window_rms_factor * rms + params.refine_window_min_px, 2.0 * change))
     return out
 
 
@@ -750,7 +805,14 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
             h_out = float(smr[b1])
             vmin = float(smr[jm])
             local_min = smr[jm] <= smr[jm - 1] and smr[jm] <= smr[jm + 1]
-            if local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray:
+            # a thin line has its two flanks close together; a wide valley is an adhesive ring whose
+            # inner flank (the glass edge) is the boundary
+            dr = np.abs(np.gradient(smr, step))
+            kf = max(2, int(round(3 * params.rim_max_width_px / step)))
+            f_in = max(jm - kf, 0) + int(np.argmax(dr[max(jm - kf, 0) : jm + 1]))
+            f_out = jm + int(np.argmax(dr[jm : min(jm + kf + 1, len(dr))]))
+            thin = (f_out - f_in) * step <= params.rim_max_width_px
+            if local_min and thin and vmin < min(h_in, h_out) - params.rim_min_depth_gray:
                 d2 = float(smr[jm - 1] - 2 * smr[jm] + smr[jm + 1])
                 f2 = float(np.clip(0.5 * (smr[jm - 1] - smr[jm + 1]) / d2, -0.5, 0.5)) if d2 > 1e-9 else 0.0
                 depth = max(0.5 * (h_in + h_out) - vmin, 1e-6)
@@ -759,6 +821,11 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
                 shift = float(np.clip(shift, -0.5 * params.rim_search_px, 0.5 * params.rim_search_px))
                 loc = jm + f2 + shift / step
                 diag = {"boundary_rule": "rim_line", "rim_depth_gray": depth}
+            elif local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray and 0 < f_in < len(dr) - 1:
+                # wide valley (adhesive ring): its inner flank on the lightly smoothed profile is the glass edge
+                den = dr[f_in - 1] - 2 * dr[f_in] + dr[f_in + 1]
+                loc = f_in + (float(np.clip(0.5 * (dr[f_in - 1] - dr[f_in + 1]) / den, -0.5, 0.5)) if abs(den) > 1e-12 else 0.0)
+                diag = {"boundary_rule": "valley_inner_flank"}
     return float(offs[0] + loc * step), diag
 
 
@@ -962,18 +1029,20 @@ def localize_fiber(
             rect_f[0] + (m if rect_f[0] > 0 else 0), rect_f[1] - (m if rect_f[1] < h else 0),
             rect_f[2] + (m if rect_f[2] > 0 else 0), rect_f[3] - (m if rect_f[3] < w else 0),
         )
-    cands, density, small8 = _coarse_candidates(small_b, rect_s, f, params, noise_small)
+    coarse = _Coarse(small_b, rect_s, f, params, noise_small)
+    cands: list[_Model] = []
     scored = []
-    for c in cands:
-        sup, rank = _score_candidate(small_b, c, rect_s, params)
-        scored.append((rank, sup, c))
-    best_coarse = max((sup for _, sup, _ in scored), default=0.0)
-    if params.hough_mode == "fallback" and best_coarse < params.coarse_accept_score and density <= params.max_edge_density:
-        extra = _dedupe(_hough_candidates(small8, f, params, noise_small), params.hough_max_candidates)
-        for c in extra:
+    stages_used = []
+    for name, found in coarse.stages():
+        stages_used.append(name)
+        new = [c for c in _dedupe(cands + found, params.max_candidates) if c not in cands]
+        for c in new:
             sup, rank = _score_candidate(small_b, c, rect_s, params)
             scored.append((rank, sup, c))
-        cands = cands + extra
+        cands.extend(new)
+        if max((sup for _, sup, _ in scored), default=0.0) >= params.coarse_accept_score or len(cands) >= params.max_candidates:
+            break
+    density = coarse.density
     if not cands:
         raise LocalizationError("no fiber found: no circular edge candidate", reason="no_candidate", edge_density=density)
     scored.sort(key=lambda t: -t[0])
