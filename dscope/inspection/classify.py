@@ -1,9 +1,396 @@
-"""Characterization and classification (issue 4)."""
+"""Characterization (measurement) and classification of detected defects (issue 4).
+
+:func:`characterize` turns every candidate region of a :class:`Detection` into a
+:class:`dscope.inspection.types.Defect`: shape features, local contrast, IEC
+size, zone, and a class from feature rules whose limits live in the
+``classification`` section of the configuration.
+
+Measurement frame: lengths, widths, diameters and areas are measured in the
+fiber's circular frame (:meth:`FiberGeometry.to_normalized`, pixels of the
+major axis), so elliptical end faces (non-square pixels, angled polish) are
+measured correctly; the ``_um`` twins are those values times ``um_per_px``.
+Positions (centroid, contour, bounding box) stay in image pixels.
+
+Class rules (in order):
+
+1. *line-like* (``skeleton_length**2 / area >= line_min_elongation``):
+   ``crack`` if the skeleton is tortuous or branched, else ``scratch``;
+2. touching the cladding edge, mostly inside the glass and not line-like:
+   ``chip`` (missing glass breaking the rim) unless soft-edged, then
+   ``contamination`` (a particle on the edge);
+3. compact, round, solid, sharp-edged and dark: ``pit``;
+4. anything else (irregular, amorphous, soft or bright blobs): ``contamination``.
+"""
 
 from __future__ import annotations
 
+import math
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator
+
+from dscope.inspection.detect import Detection
+from dscope.inspection.methods import MAD_TO_SIGMA
+from dscope.inspection.types import Defect, FiberGeometry, Scale, ZoneMask
 from dscope.params import StrictModel
+
+#: Letter of each class in defect ids.
+CLASS_LETTERS = {"scratch": "S", "pit": "P", "chip": "H", "crack": "K", "contamination": "C"}
 
 
 class ClassificationParams(StrictModel):
-    """Settings section; filled in by its issue."""
+    """Section ``classification``: measurement settings, class limits and confidence calibration."""
+
+    edge_band_um: float = Field(ge=0, description="a defect within this distance of the cladding boundary touches it")
+    ring_gap_px: int = Field(ge=0, le=20, description="gap between a defect and its local-background ring")
+    ring_width_px: int = Field(ge=1, le=30, description="width of the local-background ring")
+    profile_margin_px: int = Field(ge=0, le=10, description="cross-section integration reaches this far past the mask")
+    pixel_extent_px: float = Field(ge=0, le=2, description="added to centre-to-centre sizes (pixel footprint)")
+    min_noise_sigma: float = Field(gt=0, description="floor of the local noise used for contrast-to-noise")
+    min_cnr: float = Field(ge=0, description="defects below this contrast-to-noise against their own local "
+                           "background are not reported (haze, mottling); not applied on the cladding edge band")
+    skeleton_smooth_px: float = Field(gt=0, le=3, description="polygon tolerance smoothing the skeleton before its length")
+    line_min_elongation: float = Field(gt=1, description="skeleton_length^2 / area at which a defect is line-like")
+    line_min_length_um: float = Field(ge=0, description="shortest line-like defect (shorter: compact)")
+    crack_min_tortuosity: float = Field(gt=1, description="skeleton length / end-to-end distance of a crack")
+    crack_min_branches: int = Field(ge=1, description="skeleton branch points that make a line a crack")
+    chip_max_outside_fraction: float = Field(ge=0, le=1, description="share of a chip's area beyond the boundary")
+    chip_min_sharpness: float = Field(ge=0, description="edge sharpness below which an edge defect is dirt")
+    pit_min_circularity: float = Field(ge=0, le=1)
+    pit_min_solidity: float = Field(ge=0, le=1)
+    pit_min_sharpness: float = Field(ge=0, description="boundary gradient / contrast (1/px) of a sharp-edged pit")
+    pit_max_aspect_ratio: float = Field(ge=1)
+    pit_dark_only: bool = Field(description="pits (missing glass) are darker than the background")
+    confidence_calibration: list[tuple[float, float]] = Field(
+        min_length=2, description="[detection score, share real] knots; confidence = piecewise-linear interpolation"
+    )
+
+    @field_validator("confidence_calibration")
+    @classmethod
+    def _monotone(cls, v):
+        xs = [a for a, _ in v]
+        if any(b <= a for a, b in zip(xs, xs[1:])):
+            raise ValueError("confidence_calibration scores must increase strictly")
+        if any(not (0 <= p <= 1) or not (0 <= s <= 1) for s, p in v):
+            raise ValueError("confidence_calibration values must lie in [0, 1]")
+        return v
+
+
+def _linear_map(geometry: FiberGeometry) -> np.ndarray:
+    """2x2 matrix of the (linear) image -> circular-frame map."""
+    c = np.asarray(geometry.center_px, np.float64)
+    pts = np.stack([c + (1.0, 0.0), c + (0.0, 1.0)])
+    return geometry.to_normalized(pts).T  # columns = images of e_x, e_y
+
+
+def _shift(s: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``out[y, x] = s[y + dy, x + dx]`` (False outside)."""
+    out = np.zeros_like(s)
+    H, W = s.shape
+    ys0, ys1 = max(0, -dy), min(H, H - dy)
+    xs0, xs1 = max(0, -dx), min(W, W - dx)
+    out[ys0:ys1, xs0:xs1] = s[ys0 + dy:ys1 + dy, xs0 + dx:xs1 + dx]
+    return out
+
+
+#: The 8 neighbours in circular order (dy, dx).
+_RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def _skeleton_features(mask: np.ndarray, A: np.ndarray, smooth_px: float) -> tuple[float, float, int, np.ndarray]:
+    """Skeleton length (circular frame), tortuosity, branch count, skeleton mask.
+
+    Length counts 4-neighbour steps and only those diagonal steps that are not
+    the hypotenuse of an L (so staircases are not counted twice).  Branch
+    points are skeleton pixels with a crossing number >= 3, counted once per
+    connected cluster.  Tortuosity = length / largest end-to-end distance.
+    """
+    m8 = mask.astype(np.uint8)
+    skel = cv2.ximgproc.thinning(m8 * 255) > 0
+    if not skel.any():
+        return 0.0, 1.0, 0, skel
+    # prune spurs shorter than the half-width: peel end pixels k times, then regrow the kept ends
+    k = int(math.ceil(float(cv2.distanceTransform(np.pad(m8, 1), cv2.DIST_L2, 3).max())))
+    pruned = skel.copy()
+    removed = []
+    for _ in range(k):  # k ~ half-width in px, a handful of vectorised passes
+        cnt = sum(_shift(pruned, dy, dx).astype(np.int8) for dy, dx in _RING)
+        end = pruned & (cnt <= 1)
+        if not end.any() or np.count_nonzero(pruned) - np.count_nonzero(end) < 2:
+            break
+        pruned &= ~end
+        removed.append(end)
+    if removed:
+        # regrow along the removed pixels only from the surviving main-path ends
+        for _ in range(len(removed)):
+            cnt = sum(_shift(pruned, dy, dx).astype(np.int8) for dy, dx in _RING)
+            ends_now = pruned & (cnt <= 1)
+            near_end = np.zeros_like(pruned)
+            for dy, dx in _RING:
+                near_end |= _shift(ends_now, dy, dx)
+            pruned |= skel & near_end & ~pruned
+        skel = pruned
+    nb = [_shift(skel, dy, dx) for dy, dx in _RING]
+    # length: trace the skeleton's outline (each branch walked twice), smooth it, halve it
+    cnts, _ = cv2.findContours(skel.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    length = 0.0
+    for c in cnts:  # one per skeleton component (usually 1)
+        cn = (A @ c.reshape(-1, 2).T.astype(np.float64)).T.astype(np.float32)
+        poly = cv2.approxPolyDP(cn.reshape(-1, 1, 2), smooth_px, True)
+        length += cv2.arcLength(poly, True) / 2.0
+    count = sum(n.astype(np.int8) for n in nb)
+    crossing = sum((~nb[i] & nb[(i + 1) % 8]).astype(np.int8) for i in range(8))
+    ends = skel & ((count == 1) | ((count == 2) & (crossing == 1)))
+    bp = (skel & (crossing >= 3)).astype(np.uint8)
+    branches = int(cv2.connectedComponents(bp, connectivity=8)[0] - 1) if bp.any() else 0
+    ys, xs = np.nonzero(ends)
+    if ys.size >= 2:
+        pts = (A @ np.stack([xs, ys]).astype(np.float64)).T[:64]
+        d = float(np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max())
+    else:
+        ys, xs = np.nonzero(skel)
+        pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
+        d = float(np.sqrt(((pts.max(0) - pts.min(0)) ** 2).sum())) if pts.shape[0] > 1 else 0.0
+    tort = length / d if d > 0 else 1.0
+    return float(length), max(float(tort), 1.0), branches, skel
+
+
+def calibrate_confidence(score: float, table: list[tuple[float, float]]) -> float:
+    """Map a fused detection score to a calibrated confidence (piecewise linear, clipped to [0, 1]).
+
+    Examples
+    --------
+    >>> calibrate_confidence(0.5, [(0.0, 0.0), (1.0, 1.0)])
+    0.5
+    """
+    xs = [a for a, _ in table]
+    ys = [b for _, b in table]
+    return float(np.clip(np.interp(score, xs, ys), 0.0, 1.0))
+
+
+def classify_features(f: dict, params: ClassificationParams) -> str:
+    """Class of one defect from its feature dictionary (rules with limits from the config).
+
+    Examples
+    --------
+    >>> from dscope.config import load_config
+    >>> p = load_config().classification
+    >>> f = dict(elongation=40.0, length_um=50.0, tortuosity=1.0, branch_points=0, touches_edge=False,
+    ...          outside_fraction=0.0, sharpness=0.3, circularity=0.1, solidity=0.9, aspect_ratio=20.0, polarity="dark")
+    >>> classify_features(f, p)
+    'scratch'
+    """
+    line_like = f["elongation"] >= params.line_min_elongation and f["length_um"] >= params.line_min_length_um
+    if line_like:
+        if f["tortuosity"] >= params.crack_min_tortuosity or f["branch_points"] >= params.crack_min_branches:
+            return "crack"
+        return "scratch"
+    if f["touches_edge"] and f["outside_fraction"] <= params.chip_max_outside_fraction:
+        return "chip" if f["sharpness"] >= params.chip_min_sharpness else "contamination"
+    if (
+        f["circularity"] >= params.pit_min_circularity
+        and f["solidity"] >= params.pit_min_solidity
+        and f["sharpness"] >= params.pit_min_sharpness
+        and f["aspect_ratio"] <= params.pit_max_aspect_ratio
+        and (f["polarity"] == "dark" or not params.pit_dark_only)
+    ):
+        return "pit"
+    return "contamination"
+
+
+def characterize(
+    gray: np.ndarray,
+    detection: Detection,
+    geometry: FiberGeometry,
+    zones: list[ZoneMask],
+    scale: Scale,
+    px_per_um: float,
+    params: ClassificationParams,
+) -> list[Defect]:
+    """Measure and classify every candidate of ``detection``.
+
+    Parameters
+    ----------
+    gray : numpy.ndarray
+        Full uint8 frame (the one given to :func:`detect`).
+    detection : Detection
+        Output of :func:`dscope.inspection.detect.detect`.
+    geometry : FiberGeometry
+        Fiber geometry (centre, semi-major radius, ellipse).
+    zones : list of ZoneMask
+        The analysed zones (ROI-sized masks).
+    scale : Scale
+        Micrometre scale; ``_um`` fields stay ``None`` when unknown.
+    px_per_um : float
+        Pixels per micrometre used for zoning (also without a known scale).
+    params : ClassificationParams
+        Section ``classification``.
+
+    Returns
+    -------
+    list of Defect
+        Ids ``S1, P2, H3, K4, C5 ...``: class letter, numbered in raster order of the centroids.
+    """
+    x0, y0, w, h = detection.roi_xywh
+    labels = detection.labels
+    resid = detection.residual
+    if resid is None:
+        resid = np.zeros((h, w), np.float32)
+    A = _linear_map(geometry)
+    det_a = abs(float(np.linalg.det(A)))  # area scale image px -> circular-frame px^2
+    um = scale.um_per_px if scale.known else None
+    ppu = px_per_um if px_per_um > 0 else 1.0
+    r_clad = geometry.cladding_radius_px
+    band_px = params.edge_band_um * ppu
+    pad = params.ring_gap_px + params.ring_width_px + params.profile_margin_px + 2
+    k_gap = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.ring_gap_px + 1,) * 2)
+    k_ring = cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * (params.ring_gap_px + params.ring_width_px) + 1,) * 2
+    )
+    k_prof = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.profile_margin_px + 1,) * 2)
+    zone_list = list(zones)
+    out: list[tuple[tuple[float, float], Defect]] = []
+    for cand in detection.candidates:  # loop over defects, never pixels
+        bx, by, bw, bh = cand.bbox_xywh
+        cx0 = max(bx - x0 - pad, 0)
+        cy0 = max(by - y0 - pad, 0)
+        cx1 = min(bx - x0 + bw + pad, w)
+        cy1 = min(by - y0 + bh + pad, h)
+        m = labels[cy0:cy1, cx0:cx1] == cand.label
+        area_img = int(np.count_nonzero(m))
+        if area_img == 0:
+            continue
+        pol = -1.0 if cand.polarity == "dark" else 1.0
+        res = resid[cy0:cy1, cx0:cx1] * np.float32(pol)
+        m8 = m.astype(np.uint8)
+        others = (labels[cy0:cy1, cx0:cx1] > 0) & ~m
+        ring = (cv2.dilate(m8, k_ring) > 0) & ~(cv2.dilate(m8, k_gap) > 0) & ~others
+        ring_vals = res[ring]
+        bg_level = float(np.median(ring_vals)) if ring_vals.size >= 8 else 0.0
+        noise = MAD_TO_SIGMA * float(np.median(np.abs(ring_vals - bg_level))) if ring_vals.size >= 8 else 0.0
+        noise = max(noise, detection.noise_sigma if ring_vals.size < 8 else 0.0, params.min_noise_sigma)
+        inside = res[m] - bg_level
+        contrast = float(np.percentile(inside, 90)) if inside.size else 0.0
+        # geometry of the mask
+        ys, xs = np.nonzero(m)
+        gx = xs + cx0 + x0
+        gy = ys + cy0 + y0
+        centroid = (float(gx.mean()), float(gy.mean()))
+        cnts, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cnt = max(cnts, key=cv2.contourArea) if cnts else np.stack([xs, ys], 1)[:, None, :]
+        allpts = np.concatenate([c.reshape(-1, 2) for c in cnts]) if cnts else np.stack([xs, ys], 1)
+        contour_img = (cnt.reshape(-1, 2) + (cx0 + x0, cy0 + y0)).astype(np.int32)
+        pts_n = geometry.to_normalized(allpts + (cx0 + x0, cy0 + y0)).astype(np.float32)
+        ext = params.pixel_extent_px
+        (_, _), radius = cv2.minEnclosingCircle(pts_n)
+        diameter = 2.0 * radius + ext
+        (rw, rh), rang = cv2.minAreaRect(pts_n)[1:]
+        rect_len, rect_wid = max(rw, rh) + ext, min(rw, rh) + ext
+        cnt_n = geometry.to_normalized(contour_img).astype(np.float32)
+        poly_area = float(cv2.contourArea(cnt_n)) if len(cnt_n) >= 3 else 0.0
+        perim = float(cv2.arcLength(cnt_n, True)) if len(cnt_n) >= 2 else 0.0
+        hull_area = float(cv2.contourArea(cv2.convexHull(cnt_n))) if len(cnt_n) >= 3 else 0.0
+        area_n = area_img * det_a
+        # circularity / solidity on the pixel footprint (perimeter of pixel edges ~ polygon + pi * extent)
+        perim_fp = perim + math.pi * ext
+        circularity = float(min(1.0, 4 * math.pi * area_n / max(perim_fp * perim_fp, 1e-6)))
+        solidity = float(min(1.0, poly_area / hull_area)) if hull_area > 0 else 1.0
+        aspect = float(rect_len / max(rect_wid, 1e-6))
+        # orientation of the long axis in the image (degrees, [0, 180), OpenCV convention y down)
+        if len(contour_img) >= 2:
+            _, (ew, eh), eang = cv2.minAreaRect(contour_img.astype(np.float32))
+            orientation = float((eang if ew >= eh else eang + 90.0) % 180.0)
+        else:
+            orientation = 0.0
+        skel_len, tort, branches, skel = _skeleton_features(m, A, params.skeleton_smooth_px)
+        skel_len_ext = skel_len + ext
+        elongation = skel_len_ext * skel_len_ext / max(area_n, 1e-6)
+        # cross-section width: integrated contrast / (depth x length)
+        prof_mask = (cv2.dilate(m8, k_prof) > 0) & ~others
+        integral = float(np.clip(res[prof_mask] - bg_level, 0, None).sum()) * det_a
+        depth = float(np.median(res[skel] - bg_level)) if skel.any() else contrast
+        width_prof = integral / max(depth * skel_len_ext, 1e-6) if depth > 0 else rect_wid
+        # edge sharpness: boundary gradient per unit contrast
+        sm = cv2.GaussianBlur(res, (0, 0), 0.7)
+        gxm = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gym = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        gmag = np.sqrt(gxm * gxm + gym * gym)
+        edge = (cv2.dilate(m8, None) > 0) & ~(cv2.erode(m8, None) > 0)
+        sharpness = float(np.median(gmag[edge]) / max(contrast, 1e-6)) if edge.any() else 0.0
+        # radial relations
+        rr = geometry.normalized_radius(np.stack([gx, gy], 1).astype(np.float64))
+        touches = bool(np.any(np.abs(rr - r_clad) <= band_px))
+        outside_fraction = float(np.mean(rr > r_clad + band_px))
+        r_c = float(geometry.normalized_radius(np.array([centroid]))[0])
+        zone_name = "outside"
+        for z in zone_list:
+            if z.inner_px <= r_c < z.outer_px:
+                zone_name = z.name
+                break
+        else:
+            if zone_list:
+                zone_name = min(zone_list, key=lambda z: min(abs(r_c - z.inner_px), abs(r_c - z.outer_px))).name
+        touched = [z.name for z in zone_list if np.any(z.mask[cy0:cy1, cx0:cx1] & m)]
+        length_um = skel_len_ext * (um if um else 1.0 / ppu)
+        feats = dict(
+            elongation=float(elongation), tortuosity=float(tort), branch_points=int(branches),
+            touches_edge=touches, outside_fraction=outside_fraction, sharpness=sharpness,
+            circularity=circularity, solidity=solidity, aspect_ratio=aspect, polarity=cand.polarity,
+            length_um=float(length_um),
+        )
+        if contrast / noise < params.min_cnr and not touches:
+            continue
+        cls = classify_features(feats, params)
+        line = cls in ("scratch", "crack")
+        length_px = skel_len_ext if line else rect_len
+        width_px = float(min(width_prof, rect_wid)) if line else rect_wid
+        conf = calibrate_confidence(cand.score, params.confidence_calibration)
+        d = Defect(
+            id="",
+            type=cls,
+            zone=zone_name,
+            zones_touched=touched,
+            centroid_px=centroid,
+            contour_px=contour_img,
+            bbox_px=tuple(int(v) for v in cand.bbox_xywh),
+            area_px=float(area_n),
+            length_px=float(length_px),
+            width_px=float(width_px),
+            diameter_px=float(diameter),
+            orientation_deg=orientation,
+            aspect_ratio=aspect,
+            circularity=circularity,
+            solidity=solidity,
+            tortuosity=float(tort),
+            contrast=float(contrast),
+            cnr=float(contrast / noise),
+            confidence=conf,
+            detected_by=sorted(k for k, v in cand.evidence.items() if v > 0),
+            polarity=cand.polarity,
+            touches_cladding_edge=touches,
+            features={
+                **{k: v for k, v in feats.items() if k != "length_um"},
+                "score": float(cand.score),
+                "evidence": dict(cand.evidence),
+                "skeleton_length_px": float(skel_len_ext),
+                "rect_width_px": float(rect_wid),
+                "profile_width_px": float(width_prof),
+                "noise_sigma": float(noise),
+            },
+        )
+        if um:
+            d.radial_position_um = r_c * um
+            d.area_um2 = area_n * um * um
+            d.length_um = d.length_px * um
+            d.width_um = d.width_px * um
+            d.diameter_um = d.diameter_px * um
+            cn = geometry.to_normalized(np.array([centroid]))[0]
+            d.centroid_um = (float(cn[0] * um), float(cn[1] * um))
+        out.append(((centroid[1], centroid[0]), d))
+    out.sort(key=lambda t: t[0])
+    defects = []
+    for i, (_, d) in enumerate(out, start=1):
+        d.id = f"{CLASS_LETTERS[d.type]}{i}"
+        defects.append(d)
+    return defects

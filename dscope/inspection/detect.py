@@ -1,9 +1,452 @@
-"""Defect detection (issue 4)."""
+"""Defect detection: background model, per-method evidence, fusion and segmentation (issue 4).
+
+Outline of :func:`detect`:
+
+1. Crop the region of interest (the zones' ``roi_xywh``), optionally downscale it
+   so that its longer side is at most ``max_analysis_side_px`` (bounded work).
+2. Background model in the fiber's circular frame: median radial profile over
+   angle times a smooth multiplicative illumination gain.  The residual
+   ``gray - background`` is flat across zone edges, the core step, the rim
+   line of the cladding and the graded-index centre dot.
+3. Each enabled method (DO2MR, black/top-hat, morphological gradient, LEI line
+   detectors, skeleton/Hough line path) gives a response; each response is
+   turned into a z-score with the robust statistics (median / MAD) of its own
+   zone and tile (``tile_grid`` x ``tile_grid``), scaled up where the radial
+   noise profile rises (the cladding boundary), and ramped to a [0, 1]
+   strength.
+4. Fusion: ``confidence = 1 - prod(1 - weight_m * strength_m)`` (noisy-OR); one
+   weak method stays below the threshold, agreeing methods add up.
+5. Segmentation: hysteresis on the confidence map (seeds at
+   ``confidence_threshold``, growth to ``confidence_low``), then each region is
+   refined to the pixels whose smoothed residual reaches ``segment_fraction``
+   of the region's peak (a half-maximum mask), so sizes are measured on the
+   defect and not on the filter support.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+from scipy import ndimage
+
+from dscope.errors import ImageError
+from dscope.inspection import methods as M
+from dscope.inspection.types import FiberGeometry, ZoneMask
 from dscope.params import StrictModel
+
+MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton"]
+#: Methods that look for lines or edges; they are damped on the cladding boundary band.
+EDGE_METHODS = ("do2mr", "gradient", "lei", "skeleton")
+
+
+class MethodSettings(StrictModel):
+    """Weight and z-score ramp of one detection method in the fusion."""
+
+    weight: float = Field(gt=0, le=1, description="reliability of the method in the noisy-OR fusion")
+    z_low: float = Field(ge=0, description="z-score (zone/tile robust units) at which evidence starts")
+    z_high: float = Field(gt=0, description="z-score at which evidence is full (strength 1)")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.z_high <= self.z_low:
+            raise ValueError("z_high must be greater than z_low")
+        return self
+
+
+class BaselineParams(StrictModel):
+    """Faithful DO2MR + LEI of Mei et al. (2018), used only as the benchmark baseline."""
+
+    do2mr_window_px: int = Field(ge=3, le=15, description="min/max filter window of DO2MR")
+    do2mr_gamma: float = Field(gt=0, le=10, description="sigma rule: threshold = mean + gamma * std of the residual")
+    median_ksize_px: int = Field(ge=1, le=9, description="median filter of the residual before thresholding (odd)")
+    opening_px: int = Field(ge=1, le=9, description="opening kernel removing isolated pixels")
+    lei_length_px: int = Field(ge=5, le=61, description="length of the LEI line detectors")
+    lei_side_offset_px: int = Field(ge=1, le=10, description="distance of the LEI side lines from the centre line")
+    lei_orientations: int = Field(ge=4, le=36, description="number of LEI orientations")
+    lei_gamma: float = Field(gt=0, le=10, description="sigma rule of the LEI strength")
+    min_area_px: int = Field(ge=1, description="smallest reported region")
 
 
 class DetectionParams(StrictModel):
-    """Settings section; filled in by its issue."""
+    """Per-profile detection settings (section ``profiles.<name>.detection``)."""
+
+    methods: dict[MethodName, MethodSettings] = Field(min_length=1, description="enabled methods and their fusion")
+    max_analysis_side_px: int = Field(ge=64, le=8192, description="ROI longer than this is downscaled first")
+    radial_bin_px: float = Field(gt=0, le=8, description="radial bin of the background profile (analysis px)")
+    min_bin_count: int = Field(ge=1, description="pixels needed to trust a radial bin")
+    gain_degree: int = Field(ge=0, le=2, description="illumination gain polynomial degree (0 = off)")
+    gain_step_px: int = Field(ge=1, le=64, description="sub-sampling step of the gain fit")
+    gain_reject_sigma: float = Field(gt=0, description="outlier rejection of the gain fit, in sigmas")
+    sigma_quant: float = Field(gt=0, le=4, description="grey-level quantum of the radial noise profile")
+    smooth_sigma_px: float = Field(ge=0, le=5, description="Gaussian smoothing of the residual (0 = none)")
+    tile_grid: int = Field(ge=1, le=8, description="zones are split in tile_grid x tile_grid tiles for local stats")
+    min_tile_px: int = Field(ge=16, description="a zone/tile with fewer samples uses the zone-wide statistics")
+    stats_step_px: int = Field(ge=1, le=8, description="sub-sampling step for the robust statistics")
+    min_sigma: float = Field(gt=0, description="floor of every robust sigma (grey levels / response units)")
+    do2mr_window_px: int = Field(ge=3, le=15, description="DO2MR min/max window (analysis px, odd)")
+    blackhat_kernel_um: float = Field(gt=0, description="black/top-hat kernel: largest compact defect it sees")
+    blackhat_kernel_min_px: int = Field(ge=3, description="lower clamp of the black-hat kernel")
+    blackhat_kernel_max_px: int = Field(ge=3, le=255, description="upper clamp of the black-hat kernel")
+    gradient_kernel_px: int = Field(ge=3, le=31, description="morphological-gradient ellipse kernel")
+    line_downscale: int = Field(ge=1, le=4, description="LEI and skeleton paths run at analysis scale / this")
+    lei_length_um: float = Field(gt=0, description="LEI line detector length (kernels above 11 px get slow)")
+    lei_length_min_px: int = Field(ge=5)
+    lei_length_max_px: int = Field(ge=5, le=99)
+    lei_side_offset_px: int = Field(ge=1, le=10, description="LEI side-line distance (analysis px)")
+    lei_orientations: int = Field(ge=4, le=36)
+    skeleton_z: float = Field(gt=0, description="|residual| z-score of the ridge map that is thinned")
+    skeleton_min_length_um: float = Field(gt=0, description="shortest Hough segment accepted as a line")
+    skeleton_max_gap_px: int = Field(ge=0, le=50)
+    skeleton_hough_threshold: int = Field(ge=1)
+    skeleton_max_points: int = Field(ge=100, description="cap on skeleton pixels fed to Hough (bounded work)")
+    skeleton_max_lines: int = Field(ge=1, description="cap on Hough segments used")
+    skeleton_thickness_px: int = Field(ge=1, le=15)
+    edge_band_um: float = Field(ge=0, description="half-width of the cladding-boundary band")
+    edge_band_suppression: float = Field(ge=0, le=1, description="edge/line methods are multiplied by this in the band")
+    rim_band_fraction: float = Field(gt=0, le=1, description="a region with this share of its pixels in the band is the boundary itself")
+    confidence_threshold: float = Field(gt=0, lt=1, description="seed level of the fused confidence")
+    confidence_low: float = Field(gt=0, lt=1, description="growth level of the fused confidence (hysteresis)")
+    segment_fraction: float = Field(gt=0, lt=1, description="region pixels kept at this fraction of its peak residual")
+    segment_min_z: float = Field(ge=0, description="and at least this residual z-score")
+    min_area_um2: float = Field(ge=0, description="smallest defect kept")
+    min_area_px: int = Field(ge=1, description="and at least this many analysis pixels")
+    baseline: BaselineParams
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.confidence_low > self.confidence_threshold:
+            raise ValueError("confidence_low must not exceed confidence_threshold")
+        if self.do2mr_window_px % 2 == 0:
+            raise ValueError("do2mr_window_px must be odd")
+        if self.blackhat_kernel_max_px < self.blackhat_kernel_min_px:
+            raise ValueError("blackhat_kernel_max_px < blackhat_kernel_min_px")
+        if self.lei_length_max_px < self.lei_length_min_px:
+            raise ValueError("lei_length_max_px < lei_length_min_px")
+        return self
+
+
+@dataclass
+class Candidate:
+    """One detected region (before classification)."""
+
+    label: int  # index in Detection.labels
+    bbox_xywh: tuple[int, int, int, int]  # IMAGE pixel coordinates
+    evidence: dict[str, float]  # method name -> mean strength inside the region
+    polarity: str  # "dark" | "bright"
+    score: float  # fused confidence of the region, 0..1
+
+
+@dataclass
+class Detection:
+    """Output of :func:`detect`; all maps are ROI-sized."""
+
+    roi_xywh: tuple[int, int, int, int]
+    confidence: np.ndarray  # float32 0..1
+    labels: np.ndarray  # int32, 0 = background
+    candidates: list[Candidate]
+    noise_sigma: float  # robust noise of the glass residual, grey levels
+    residual: np.ndarray | None = None  # float32 gray - background model (ROI-sized)
+    analysis_scale: float = 1.0  # analysis pixels per image pixel
+    diagnostics: dict = field(default_factory=dict)
+
+
+def _odd(n: float, lo: int, hi: int) -> int:
+    k = int(round(n))
+    k = min(max(k, lo), hi)
+    return k if k % 2 == 1 else k + 1
+
+
+def _validate(gray: np.ndarray, zones: list[ZoneMask]) -> tuple[int, int, int, int]:
+    g = np.asarray(gray)
+    if g.ndim != 2 or g.dtype != np.uint8:
+        raise ImageError("unsupported_format", f"detect needs a 2-D uint8 grey image, got {g.dtype} {g.shape}")
+    if not zones:
+        raise ValueError("detect needs at least one zone mask")
+    roi = tuple(int(v) for v in zones[0].roi_xywh)
+    x, y, w, h = roi
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > g.shape[1] or y + h > g.shape[0]:
+        raise ValueError(f"zone ROI {roi} lies outside the image {g.shape[1]}x{g.shape[0]}")
+    for z in zones:
+        if tuple(int(v) for v in z.roi_xywh) != roi or z.mask.shape != (h, w):
+            raise ValueError(f"zone {z.name!r} does not share the ROI {roi} (mask {z.mask.shape})")
+    return roi  # type: ignore[return-value]
+
+
+def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Maximum of ``values`` per label (``-inf`` for absent labels); no sort."""
+    out = np.full(n, -np.inf, np.float32)
+    np.maximum.at(out, labels, values.astype(np.float32))
+    return out
+
+
+def empty_detection(roi: tuple[int, int, int, int], noise_sigma: float = 0.0) -> Detection:
+    """A detection with no candidates (used when there is nothing to analyse)."""
+    _, _, w, h = roi
+    return Detection(
+        roi_xywh=roi,
+        confidence=np.zeros((h, w), np.float32),
+        labels=np.zeros((h, w), np.int32),
+        candidates=[],
+        noise_sigma=float(noise_sigma),
+        residual=np.zeros((h, w), np.float32),
+    )
+
+
+def detect(
+    gray: np.ndarray, geometry: FiberGeometry, zones: list[ZoneMask], params: DetectionParams, px_per_um: float
+) -> Detection:
+    """Find defect candidates inside the union of ``zones``.
+
+    Parameters
+    ----------
+    gray : numpy.ndarray
+        Full uint8 grey frame.
+    geometry : FiberGeometry
+        Fiber centre, cladding radius (semi-major) and ellipse.
+    zones : list of ZoneMask
+        Zones to analyse, all with the same ``roi_xywh``.
+    params : DetectionParams
+        Profile settings.
+    px_per_um : float
+        Image pixels per micrometre along the major axis.
+
+    Returns
+    -------
+    Detection
+
+    Examples
+    --------
+    >>> from dscope.inspection.types import FiberGeometry, ZoneMask
+    >>> from dscope.config import load_config
+    >>> p = load_config().profile("deep_inspection").detection
+    >>> g = np.full((120, 120), 120, np.uint8)
+    >>> geo = FiberGeometry(center_px=(60.0, 60.0), cladding_radius_px=50.0)
+    >>> r = np.hypot(*np.meshgrid(np.arange(120) - 60.0, np.arange(120) - 60.0))
+    >>> z = ZoneMask("cladding", 0, 125, 0, 50, r <= 50, (0, 0, 120, 120))
+    >>> len(detect(g, geo, [z], p, 0.8).candidates)
+    0
+    """
+    roi = _validate(gray, zones)
+    if not (px_per_um > 0 and math.isfinite(px_per_um)):
+        raise ValueError(f"px_per_um must be a positive number, got {px_per_um}")
+    x0, y0, w, h = roi
+    crop = np.ascontiguousarray(gray[y0:y0 + h, x0:x0 + w])
+    # integer downscale factor: bounded work, exact pixel geometry
+    kdown = max(1, int(math.ceil(max(w, h) / params.max_analysis_side_px)))
+    scale = 1.0 / kdown
+    zone_masks = [np.asarray(z.mask, bool) for z in zones]
+    if kdown > 1:
+        ws, hs = max(w // kdown, 1), max(h // kdown, 1)
+        img = cv2.resize(crop[: hs * kdown, : ws * kdown], (ws, hs), interpolation=cv2.INTER_AREA)
+        zone_masks = [np.ascontiguousarray(m[kdown // 2: hs * kdown: kdown, kdown // 2: ws * kdown: kdown])
+                      for m in zone_masks]
+    else:
+        img = crop
+    hs, ws = img.shape
+    ppu = px_per_um * scale
+    union = np.zeros((hs, ws), bool)
+    zidx = np.zeros((hs, ws), np.int32)
+    for k, m in enumerate(zone_masks):
+        zidx[m & ~union] = k + 1
+        union |= m
+    if union.sum() < params.min_tile_px:
+        return empty_detection(roi)
+
+    r_map = M.normalized_radius_map(
+        (hs, ws), (x0, y0), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
+    )
+    # ---- background model and residual -----------------------------------------------------
+    # modelled on the whole ROI (context beyond the zone borders), so that filters see real data there
+    context = np.ones_like(union)
+    bg, _ = M.radial_profile_background(
+        img, r_map, context, params.radial_bin_px, params.min_bin_count,
+        params.gain_degree, params.gain_step_px, params.gain_reject_sigma,
+    )
+    resid = img.astype(np.float32) - bg
+    if params.smooth_sigma_px > 0:
+        rs = cv2.GaussianBlur(resid, (0, 0), params.smooth_sigma_px)
+    else:
+        rs = resid
+    glass = np.zeros_like(union)
+    for z, m in zip(zones, zone_masks):
+        if z.name in ("core", "cladding"):
+            glass |= m
+    if glass.sum() < params.min_tile_px:
+        glass = union
+    step = params.stats_step_px
+    noise_sigma = M.robust_sigma(resid[::step, ::step][glass[::step, ::step]])
+
+    # ---- groups: zone x tile -------------------------------------------------------------------
+    T = params.tile_grid
+    ys_u, xs_u = np.nonzero(union)
+    bx0, bx1, by0, by1 = xs_u.min(), xs_u.max() + 1, ys_u.min(), ys_u.max() + 1
+    tx = np.clip(((np.arange(ws) - bx0) * T) // max(bx1 - bx0, 1), 0, T - 1)
+    ty = np.clip(((np.arange(hs) - by0) * T) // max(by1 - by0, 1), 0, T - 1)
+    tile = (ty[:, None] * T + tx[None, :]).astype(np.int32)
+    n_zones = len(zones)
+    groups = (zidx - 1) * T * T + tile  # valid where union
+    n_groups = n_zones * T * T
+    sub = np.zeros_like(union)
+    sub[::step, ::step] = True
+    sub &= union
+    g_sub = groups[sub]
+    z_sub = zidx[sub] - 1
+    gi = np.where(union, groups, 0)
+
+    def zscore(resp: np.ndarray) -> np.ndarray:
+        v = resp[sub]
+        # zone-wide fallback, then zone x tile
+        zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (float(np.median(v)), M.robust_sigma(v)))
+        med = np.empty(n_groups, np.float32)
+        sig = np.empty(n_groups, np.float32)
+        for k in range(n_zones):  # a few zones
+            sl = slice(k * T * T, (k + 1) * T * T)
+            med[sl], sig[sl] = M.group_robust_stats(
+                v[z_sub == k], g_sub[z_sub == k] - k * T * T, T * T, params.min_tile_px, (float(zm[k]), float(zsg[k]))
+            )
+        sig = np.maximum(sig, params.min_sigma)
+        return ((resp - med[gi]) / (sig[gi] * band_factor)).astype(np.float32)
+
+    # radial noise profile: stricter where the residual varies more at that radius (boundary)
+    band_factor = np.ones((hs, ws), np.float32)
+    sig_rad = M.radial_sigma_profile(rs, r_map, union, params.radial_bin_px, params.min_bin_count, params.sigma_quant)
+    v = rs[sub]
+    _, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (0.0, M.robust_sigma(v)))
+    zone_sig = np.maximum(zsg, params.min_sigma)[np.maximum(zidx - 1, 0)]
+    band_factor = np.maximum(1.0, sig_rad / zone_sig).astype(np.float32)
+    z_res = zscore(rs)
+
+    r_clad = geometry.cladding_radius_px * scale
+    band = np.abs(r_map - np.float32(r_clad)) <= np.float32(params.edge_band_um * ppu)
+
+    strengths: dict[str, np.ndarray] = {}
+    ms = params.methods
+    if "do2mr" in ms:
+        strengths["do2mr"] = M.strength(zscore(M.do2mr(rs, params.do2mr_window_px)), ms["do2mr"].z_low, ms["do2mr"].z_high)
+    if "blackhat" in ms:
+        k = _odd(params.blackhat_kernel_um * ppu, params.blackhat_kernel_min_px, params.blackhat_kernel_max_px)
+        zb = zscore(M.black_hat(rs, k))
+        zt = zscore(M.top_hat(rs, k))
+        strengths["blackhat"] = M.strength(np.maximum(zb, zt), ms["blackhat"].z_low, ms["blackhat"].z_high)
+    if "gradient" in ms:
+        strengths["gradient"] = M.strength(
+            zscore(M.morph_gradient(rs, params.gradient_kernel_px)), ms["gradient"].z_low, ms["gradient"].z_high
+        )
+    # line methods run at a coarser "line scale" (bounded cost, kernels <= 11 px)
+    f = params.line_downscale
+    hl, wl = max(hs // f, 1), max(ws // f, 1)
+
+    def to_line(a: np.ndarray) -> np.ndarray:
+        return a if f == 1 else cv2.resize(a[: hl * f, : wl * f], (wl, hl), interpolation=cv2.INTER_AREA)
+
+    def from_line(a: np.ndarray, interp: int) -> np.ndarray:
+        if f == 1:
+            return a
+        up = cv2.resize(a, (wl * f, hl * f), interpolation=interp)
+        out = np.zeros((hs, ws), a.dtype)
+        out[: hl * f, : wl * f] = up
+        return out
+
+    if "lei" in ms:
+        L = _odd(params.lei_length_um * ppu / f, params.lei_length_min_px, params.lei_length_max_px)
+        kern = M.line_kernels(L, params.lei_side_offset_px, params.lei_orientations)
+        lb, ld = M.lei_response(to_line(rs), kern)
+        lei = from_line(np.maximum(lb, ld), cv2.INTER_LINEAR)
+        strengths["lei"] = M.strength(zscore(lei), ms["lei"].z_low, ms["lei"].z_high)
+    if "skeleton" in ms:
+        ridge = to_line(np.where(union, np.abs(z_res), 0).astype(np.float32)) >= params.skeleton_z
+        minlen = max(int(round(params.skeleton_min_length_um * ppu / f)), 3)
+        lines = M.skeleton_lines(
+            ridge, minlen, params.skeleton_max_gap_px, params.skeleton_hough_threshold,
+            params.skeleton_max_points, params.skeleton_max_lines, params.skeleton_thickness_px,
+        )
+        lines = from_line(lines.astype(np.uint8), cv2.INTER_NEAREST) > 0
+        zs = np.where(lines, np.abs(z_res), 0).astype(np.float32)
+        strengths["skeleton"] = M.strength(zs, ms["skeleton"].z_low, ms["skeleton"].z_high)
+
+    # ---- fusion (noisy-OR) ---------------------------------------------------------------------
+    miss = np.ones((hs, ws), np.float32)
+    for name, s in strengths.items():
+        s[~union] = 0.0
+        if name in EDGE_METHODS and params.edge_band_suppression < 1.0:
+            s[band] *= np.float32(params.edge_band_suppression)
+        miss *= 1.0 - np.float32(ms[name].weight) * s
+    conf = (1.0 - miss).astype(np.float32)
+    conf[~union] = 0.0
+
+    # ---- segmentation --------------------------------------------------------------------------
+    grow = (conf >= params.confidence_low).astype(np.uint8)
+    n, lab = cv2.connectedComponents(grow, connectivity=8, ltype=cv2.CV_32S)
+    labels_s = np.zeros((hs, ws), np.int32)
+    cands_info = []
+    if n > 1:
+        fg = lab > 0
+        lab_fg = lab[fg]
+        peak_conf = _label_max(conf[fg], lab_fg, n)
+        keep = peak_conf >= params.confidence_threshold
+        keep[0] = False
+        tot = np.bincount(lab_fg, weights=rs[fg], minlength=n)
+        pol = np.where(tot < 0, -1.0, 1.0).astype(np.float32)
+        signed = rs * pol[lab]
+        peak = _label_max(signed[fg], lab_fg, n)
+        zsigned = z_res * pol[lab]
+        refined = keep[lab] & (signed >= params.segment_fraction * peak[lab]) & (zsigned >= params.segment_min_z)
+        lab_r = np.where(refined, lab, 0)
+        counts = np.bincount(lab_r.ravel(), minlength=n)
+        min_area = max(params.min_area_px, int(math.ceil(params.min_area_um2 * ppu * ppu)))
+        # thin arcs lying on the cladding boundary are the boundary itself (rim line, edge misfit)
+        in_band = np.bincount(lab_r[band].ravel(), minlength=n)
+        rim = in_band >= params.rim_band_fraction * np.maximum(counts, 1)
+        ok = (counts >= min_area) & keep & ~rim
+        ok[0] = False
+        newid = np.zeros(n, np.int32)
+        kept_ids = np.flatnonzero(ok)
+        k_n = kept_ids.size
+        newid[kept_ids] = np.arange(1, k_n + 1, dtype=np.int32)
+        labels_s = newid[lab_r]
+        if k_n:
+            fg2 = labels_s > 0
+            l2 = labels_s[fg2]
+            cnt2 = np.maximum(np.bincount(l2, minlength=k_n + 1), 1)
+            score = _label_max(conf[fg2], l2, k_n + 1)
+            ev = {name: np.bincount(l2, weights=s[fg2], minlength=k_n + 1) / cnt2 for name, s in strengths.items()}
+            for j, old in enumerate(kept_ids, start=1):
+                cands_info.append((j, "dark" if pol[old] < 0 else "bright", float(score[j]),
+                                   {name: float(ev[name][j]) for name in ev}))
+
+    # ---- back to ROI resolution ----------------------------------------------------------------
+    if kdown > 1:
+        def up(a, interp):
+            out = np.zeros((h, w), a.dtype)
+            out[: hs * kdown, : ws * kdown] = cv2.resize(a, (ws * kdown, hs * kdown), interpolation=interp)
+            return out
+
+        labels = up(labels_s, cv2.INTER_NEAREST)
+        conf_out = up(conf, cv2.INTER_LINEAR)
+        bg_full = up(bg, cv2.INTER_LINEAR)
+        resid_out = crop.astype(np.float32) - bg_full
+    else:
+        labels, conf_out, resid_out = labels_s, conf, resid
+    candidates: list[Candidate] = []
+    objs = ndimage.find_objects(labels)
+    for lab_id, polarity, score, ev in cands_info:
+        sl = objs[lab_id - 1] if lab_id - 1 < len(objs) else None
+        if sl is None:
+            continue
+        bbox = (x0 + sl[1].start, y0 + sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start)
+        candidates.append(Candidate(label=lab_id, bbox_xywh=bbox, evidence=ev, polarity=polarity, score=score))
+    return Detection(
+        roi_xywh=roi,
+        confidence=conf_out.astype(np.float32),
+        labels=labels.astype(np.int32),
+        candidates=candidates,
+        noise_sigma=float(noise_sigma),
+        residual=resid_out.astype(np.float32),
+        analysis_scale=float(scale),
+        diagnostics={"methods": sorted(strengths), "n_regions": int(n - 1)},
+    )
