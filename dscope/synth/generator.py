@@ -54,6 +54,8 @@ PLACEMENT_ATTEMPTS = 200
 #: Shape builds per defect, and per image, at most (bound the render time when defects cannot fit).
 MAX_SHAPE_BUILDS = 16
 MAX_IMAGE_SHAPE_BUILDS = 64
+#: Radial clearance of a pit's centre from the cladding edge, in nominal radii.
+_PIT_EDGE_CLEARANCE = 1.3
 #: Smallest radius of a blob outline relative to its nominal radius (see _blob_outline).
 _MIN_RADIUS_FRACTION = 0.35
 #: Free margin kept between two defects' masks (px).
@@ -598,6 +600,10 @@ def _place_defect(ds: DefectSpec, rng, fr: _Frame, a, upp, zones, labels, bg, le
                 else:
                     rlo, rhi = _zone_radius_range(zone, zones, a, upp)
                 r0 = math.sqrt(rng.uniform(rlo * rlo, rhi * rhi))
+            if ds.type == "pit" and abs(r0 - a) < _PIT_EDGE_CLEARANCE * size_n / 2.0 + FRAME_MARGIN_PX:
+                # a dig must not straddle the rim (that is a chip): move it to the nearer side
+                clear = _PIT_EDGE_CLEARANCE * size_n / 2.0 + FRAME_MARGIN_PX
+                r0 = a + clear if r0 >= a else max(a - clear, 0.0)
             if ds.angle_deg is not None and attempt == 0:
                 phi = math.radians(ds.angle_deg)
             else:
