@@ -142,6 +142,24 @@ def test_black_borders_reduce_in_frame_fraction():
 
 
 # ---------------------------------------------------------------- defects
+def test_polygon_coverage_is_unbiased():
+    from dscope.synth.generator import _polygon_alpha
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        cx, cy, r = rng.uniform(15, 25), rng.uniform(15, 25), rng.uniform(2, 9)
+        t = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+        p = _polygon_alpha([np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)], 48, 48)
+        ys, xs = np.mgrid[0:p.alpha.shape[0], 0:p.alpha.shape[1]]
+        area = p.alpha.sum()
+        assert area == pytest.approx(math.pi * r * r, rel=0.02, abs=0.3)  # pixel centres at integer coordinates
+        assert (p.alpha * (xs + p.x0)).sum() / area == pytest.approx(cx, abs=0.03)
+        assert (p.alpha * (ys + p.y0)).sum() / area == pytest.approx(cy, abs=0.03)
+    # an axis-aligned square on pixel boundaries covers exactly its pixels
+    sq = _polygon_alpha([np.array([[9.5, 9.5], [19.5, 9.5], [19.5, 19.5], [9.5, 19.5]])], 40, 40)
+    assert sq.alpha.sum() == pytest.approx(100.0) and set(np.unique(sq.alpha)) <= {0.0, 1.0}
+
+
 def test_scratch_across_the_fiber_touches_every_inner_zone_and_the_edge():
     spec = _quiet(um_per_px=125 / 150, defects=[
         DefectSpec("scratch", radius_um=0.0, angle_deg=0.0, size_um=170.0, width_um=3.0, orientation_deg=30)])
