@@ -46,6 +46,8 @@ class CalibrationParams(StrictModel):
     basis_min_angle_deg: float = Field(gt=0, lt=90, description="smallest angle between the two basis vectors")
     index_ring_steps: list[int] = Field(min_length=1, description="lattice radii (steps) of the successive index-assignment rounds")
     inlier_tol_steps: float = Field(gt=0, lt=0.5, description="dots farther than this (lattice steps) from their lattice point are outliers")
+    min_lattice_fraction: float = Field(gt=0, le=1, description="share of the segmented blobs that must lie on the lattice")
+    max_rms_steps: float = Field(gt=0, lt=0.5, description="largest rms distance of the dots from their lattice points, in lattice steps")
     fit_iterations: int = Field(ge=1, le=20, description="least-squares / outlier-rejection rounds per ring")
 
 
@@ -248,6 +250,11 @@ def calibrate_dot_grid(gray: np.ndarray, dot_spacing_um: float, params: Calibrat
             continue
         sol, inl, res, X = fit
         n = int(inl.sum())
+        step_px = float(np.sqrt(abs(np.linalg.det(np.stack([sol[1], sol[2]], axis=1)))))
+        rms_steps = float(np.sqrt(np.mean(np.sum(res**2, axis=1)))) / max(step_px, 1e-9)
+        # a real grid explains most blobs with a small residual; texture blobs do not
+        if n < params.min_lattice_fraction * len(cents) or rms_steps > params.max_rms_steps:
+            continue
         if best is None or n > best[0]:
             best = (n, sol, res, X, dark, len(cents))
     if best is None or best[0] < params.min_dots:

@@ -108,7 +108,9 @@ class LocalizationParams(StrictModel):
     )
     rim_search_px: float = Field(ge=0, le=20, description="a dark rim line within this distance of the step is the boundary (0 = off)")
     rim_smooth_sigma_px: float = Field(gt=0, le=5, description="Gaussian sigma along the ray when locating the rim-line valley")
-    rim_max_width_px: float = Field(gt=0, le=20, description="largest flank-to-flank width of a rim line (wider valleys are adhesive rings)")
+    rim_max_halfwidth_px: float = Field(
+        gt=0, le=20, description="largest inner half-width (min to half-way back to the glass level) of a rim line; wider valleys are adhesive rings"
+    )
     rim_min_depth_gray: float = Field(ge=0, description="depth (grey) a rim-line valley needs below both its sides")
     angular_smooth_sigma_rays: float = Field(ge=0, le=5, description="Gaussian sigma across neighbouring rays (0 = off)")
     # -- refinement ---------------------------------------------------------------------------
@@ -805,13 +807,16 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
             h_out = float(smr[b1])
             vmin = float(smr[jm])
             local_min = smr[jm] <= smr[jm - 1] and smr[jm] <= smr[jm + 1]
-            # a thin line has its two flanks close together; a wide valley is an adhesive ring whose
-            # inner flank (the glass edge) is the boundary
+            # a thin line recovers to the glass level within a short distance; a wide valley is an
+            # adhesive ring whose inner flank (the glass edge) is the boundary
             dr = np.abs(np.gradient(smr, step))
-            kf = max(2, int(round(3 * params.rim_max_width_px / step)))
+            kf = max(2, int(round(3 * params.rim_max_halfwidth_px / step)))
             f_in = max(jm - kf, 0) + int(np.argmax(dr[max(jm - kf, 0) : jm + 1]))
-            f_out = jm + int(np.argmax(dr[jm : min(jm + kf + 1, len(dr))]))
-            thin = (f_out - f_in) * step <= params.rim_max_width_px
+            half = 0.5 * (float(smr[jm]) + h_in)
+            inner = smr[max(jm - kf, 0) : jm + 1][::-1]
+            above = np.flatnonzero(inner >= half)
+            halfwidth = (above[0] if above.size else kf) * step
+            thin = halfwidth <= params.rim_max_halfwidth_px
             if local_min and thin and vmin < min(h_in, h_out) - params.rim_min_depth_gray:
                 d2 = float(smr[jm - 1] - 2 * smr[jm] + smr[jm + 1])
                 f2 = float(np.clip(0.5 * (smr[jm - 1] - smr[jm + 1]) / d2, -0.5, 0.5)) if d2 > 1e-9 else 0.0
