@@ -13,13 +13,15 @@ Positions (centroid, contour, bounding box) stay in image pixels.
 
 Class rules (in order):
 
-1. *line-like* (``skeleton_length**2 / area >= line_min_elongation``):
-   ``crack`` if the skeleton is tortuous or branched, else ``scratch``;
-2. touching the cladding edge, mostly inside the glass and not line-like:
+1. touching the cladding edge, mostly inside the glass and not line-like:
    ``chip`` (missing glass breaking the rim) unless soft-edged, then
    ``contamination`` (a particle on the edge);
-3. compact, round, solid, sharp-edged and dark: ``pit``;
-4. anything else (irregular, amorphous, soft or bright blobs): ``contamination``.
+2. *line-like* (``skeleton_length**2 / area``, aspect ratio and length above
+   their limits): ``crack`` if the skeleton is tortuous, branched or far from
+   its convex hull (jagged), else ``scratch``;
+3. soft-edged (boundary gradient / contrast below the limit): ``contamination``;
+4. compact, round and solid: ``pit``;
+5. anything else (irregular, amorphous): ``contamination``.
 """
 
 from __future__ import annotations
@@ -53,13 +55,17 @@ class ClassificationParams(StrictModel):
     skeleton_smooth_px: float = Field(gt=0, le=3, description="polygon tolerance smoothing the skeleton before its length")
     line_min_elongation: float = Field(gt=1, description="skeleton_length^2 / area at which a defect is line-like")
     line_min_length_um: float = Field(ge=0, description="shortest line-like defect (shorter: compact)")
+    line_min_aspect_ratio: float = Field(ge=1, description="minAreaRect length / width of a line-like defect")
     crack_min_tortuosity: float = Field(gt=1, description="skeleton length / end-to-end distance of a crack")
     crack_min_branches: int = Field(ge=1, description="skeleton branch points that make a line a crack")
+    crack_max_solidity: float = Field(ge=0, le=1, description="a line this far from its convex hull is jagged: a crack")
     chip_max_outside_fraction: float = Field(ge=0, le=1, description="share of a chip's area beyond the boundary")
     chip_min_sharpness: float = Field(ge=0, description="edge sharpness below which an edge defect is dirt")
+    chip_max_elongation: float = Field(gt=0, description="edge defects more line-like than this are lines")
+    chip_max_aspect_ratio: float = Field(ge=1, description="edge defects more elongated than this are lines")
+    contamination_max_sharpness: float = Field(ge=0, description="compact defects softer than this are contamination")
     pit_min_circularity: float = Field(ge=0, le=1)
     pit_min_solidity: float = Field(ge=0, le=1)
-    pit_min_sharpness: float = Field(ge=0, description="boundary gradient / contrast (1/px) of a sharp-edged pit")
     pit_max_aspect_ratio: float = Field(ge=1)
     pit_dark_only: bool = Field(description="pits (missing glass) are darker than the background")
     confidence_calibration: list[tuple[float, float]] = Field(
@@ -181,17 +187,31 @@ def classify_features(f: dict, params: ClassificationParams) -> str:
     >>> classify_features(f, p)
     'scratch'
     """
-    line_like = f["elongation"] >= params.line_min_elongation and f["length_um"] >= params.line_min_length_um
+    if (
+        f["touches_edge"]
+        and f["outside_fraction"] <= params.chip_max_outside_fraction
+        and f["elongation"] < params.chip_max_elongation
+        and f["aspect_ratio"] <= params.chip_max_aspect_ratio
+    ):
+        return "chip" if f["sharpness"] >= params.chip_min_sharpness else "contamination"
+    line_like = (
+        f["elongation"] >= params.line_min_elongation
+        and f["aspect_ratio"] >= params.line_min_aspect_ratio
+        and f["length_um"] >= params.line_min_length_um
+    )
     if line_like:
-        if f["tortuosity"] >= params.crack_min_tortuosity or f["branch_points"] >= params.crack_min_branches:
+        if (
+            f["tortuosity"] >= params.crack_min_tortuosity
+            or f["branch_points"] >= params.crack_min_branches
+            or f["solidity"] < params.crack_max_solidity
+        ):
             return "crack"
         return "scratch"
-    if f["touches_edge"] and f["outside_fraction"] <= params.chip_max_outside_fraction:
-        return "chip" if f["sharpness"] >= params.chip_min_sharpness else "contamination"
+    if f["sharpness"] < params.contamination_max_sharpness:
+        return "contamination"
     if (
         f["circularity"] >= params.pit_min_circularity
         and f["solidity"] >= params.pit_min_solidity
-        and f["sharpness"] >= params.pit_min_sharpness
         and f["aspect_ratio"] <= params.pit_max_aspect_ratio
         and (f["polarity"] == "dark" or not params.pit_dark_only)
     ):
@@ -308,7 +328,7 @@ def characterize(
         elongation = skel_len_ext * skel_len_ext / max(area_n, 1e-6)
         # cross-section width: integrated contrast / (depth x length)
         prof_mask = (cv2.dilate(m8, k_prof) > 0) & ~others
-        integral = float(np.clip(res[prof_mask] - bg_level, 0, None).sum()) * det_a
+        integral = float((res[prof_mask] - bg_level).sum()) * det_a  # signed: noise averages out
         depth = float(np.median(res[skel] - bg_level)) if skel.any() else contrast
         width_prof = integral / max(depth * skel_len_ext, 1e-6) if depth > 0 else rect_wid
         # edge sharpness: boundary gradient per unit contrast

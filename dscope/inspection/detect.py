@@ -108,6 +108,9 @@ class DetectionParams(StrictModel):
     skeleton_thickness_px: int = Field(ge=1, le=15)
     edge_band_um: float = Field(ge=0, description="half-width of the cladding-boundary band")
     edge_band_suppression: float = Field(ge=0, le=1, description="edge/line methods are multiplied by this in the band")
+    center_flat_um: float = Field(ge=0, description="background profile held flat inside this radius (central pits)")
+    center_dot_max_offset_um: float = Field(ge=0, description="a spot centred within this of the fiber centre ...")
+    center_dot_max_diameter_um: float = Field(ge=0, description="... and no wider than this is the graded-index dot")
     rim_band_fraction: float = Field(gt=0, le=1, description="a region with this share of its pixels in the band is the boundary itself")
     confidence_threshold: float = Field(gt=0, lt=1, description="seed level of the fused confidence")
     confidence_low: float = Field(gt=0, lt=1, description="growth level of the fused confidence (hysteresis)")
@@ -265,7 +268,7 @@ def detect(
     context = np.ones_like(union)
     bg, _ = M.radial_profile_background(
         img, r_map, context, params.radial_bin_px, params.min_bin_count,
-        params.gain_degree, params.gain_step_px, params.gain_reject_sigma,
+        params.gain_degree, params.gain_step_px, params.gain_reject_sigma, params.center_flat_um * ppu,
     )
     resid = img.astype(np.float32) - bg
     if params.smooth_sigma_px > 0:
@@ -402,7 +405,14 @@ def detect(
         # thin arcs lying on the cladding boundary are the boundary itself (rim line, edge misfit)
         in_band = np.bincount(lab_r[band].ravel(), minlength=n)
         rim = in_band >= params.rim_band_fraction * np.maximum(counts, 1)
-        ok = (counts >= min_area) & keep & ~rim
+        # a small dark/bright spot exactly at the centre is the graded-index dot (normal)
+        cy_c = np.bincount(lab_r.ravel(), weights=np.broadcast_to(np.arange(hs, dtype=np.float64)[:, None], (hs, ws)).ravel(), minlength=n)
+        cx_c = np.bincount(lab_r.ravel(), weights=np.broadcast_to(np.arange(ws, dtype=np.float64)[None, :], (hs, ws)).ravel(), minlength=n)
+        cnt1 = np.maximum(counts, 1)
+        r_cent = r_map[np.clip((cy_c / cnt1).astype(int), 0, hs - 1), np.clip((cx_c / cnt1).astype(int), 0, ws - 1)]
+        eq_diam = 2.0 * np.sqrt(counts / math.pi)
+        dot = (r_cent <= params.center_dot_max_offset_um * ppu) & (eq_diam <= params.center_dot_max_diameter_um * ppu)
+        ok = (counts >= min_area) & keep & ~rim & ~dot
         ok[0] = False
         newid = np.zeros(n, np.int32)
         kept_ids = np.flatnonzero(ok)

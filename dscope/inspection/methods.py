@@ -171,6 +171,14 @@ def robust_sigma(values: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 # background model
 # ----------------------------------------------------------------------------------------------
+def _flatten_center(profile: np.ndarray, bin_px: float, center_flat_px: float) -> np.ndarray:
+    k = min(int(math.ceil(center_flat_px / bin_px)), profile.size - 1)
+    if k > 0:
+        profile = profile.copy()
+        profile[:k] = profile[k]
+    return profile
+
+
 def _profile_lookup(profile: np.ndarray, r_map: np.ndarray, bin_px: float) -> np.ndarray:
     """Linear interpolation of a binned radial profile (bin centres at ``(k + 0.5) * bin_px``)."""
     f = r_map / np.float32(bin_px) - np.float32(0.5)
@@ -190,6 +198,7 @@ def radial_profile_background(
     gain_degree: int,
     gain_step_px: int,
     gain_reject_sigma: float,
+    center_flat_px: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Background = median radial profile (over angle) x smooth illumination gain.
 
@@ -217,6 +226,10 @@ def radial_profile_background(
         Sub-sampling step of the gain fit.
     gain_reject_sigma : float
         Residuals beyond this many sigmas are excluded from the gain fit.
+    center_flat_px : float
+        Inside this radius the profile is held at its value just outside it:
+        a ring of a few pixels near the centre is too small for a median that
+        a central pit would not dominate.
 
     Returns
     -------
@@ -236,7 +249,7 @@ def radial_profile_background(
     bins_all = np.minimum(bins_all, n_bins - 1)
     vals = gray[mask]
     b = bins_all[mask]
-    profile = binned_median(vals, b, n_bins, min_bin_count)
+    profile = _flatten_center(binned_median(vals, b, n_bins, min_bin_count), bin_px, center_flat_px)
     prof_img = _profile_lookup(profile, r_map, bin_px)
     if gain_degree <= 0:
         return prof_img.astype(np.float32), profile
@@ -274,7 +287,7 @@ def radial_profile_background(
     gain = np.clip(gain, 0.2, 5.0).astype(np.float32)
     # second profile on the de-shaded image
     flat = np.clip(gray.astype(np.float32) / gain, 0, 255).astype(np.uint8)
-    profile = binned_median(flat[mask], b, n_bins, min_bin_count)
+    profile = _flatten_center(binned_median(flat[mask], b, n_bins, min_bin_count), bin_px, center_flat_px)
     return (_profile_lookup(profile, r_map, bin_px) * gain).astype(np.float32), profile
 
 

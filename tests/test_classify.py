@@ -1,0 +1,146 @@
+"""Tests of dscope.inspection.classify: measurement, classification, ids, units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dscope.config import load_config
+from dscope.inspection.classify import (
+    CLASS_LETTERS, ClassificationParams, calibrate_confidence, characterize, classify_features,
+)
+from dscope.inspection.detect import detect
+from dscope.inspection.types import Scale
+from dscope.synth import DefectSpec, SynthSpec, render
+from test_detect import truth_geometry, truth_zones  # noqa: E402  (tests/ is on sys.path under pytest)
+
+CFG = load_config()
+DEEP = CFG.profile("deep_inspection").detection
+CP = CFG.classification
+
+
+def measure(defects, seed, scale_known=True, **kw):
+    spec = SynthSpec(width=640, height=480, seed=seed, um_per_px=0.5, defects=list(defects), **kw)
+    img, t = render(spec)
+    geo = truth_geometry(t)
+    zones = truth_zones(t, img.shape, geo)
+    det = detect(img, geo, zones, DEEP, 1.0 / t.um_per_px)
+    scale = Scale(t.um_per_px, "um_per_px") if scale_known else Scale(None, "none")
+    return characterize(img, det, geo, zones, scale, 1.0 / t.um_per_px, CP), t, det
+
+
+def matching(defects, t, tid):
+    """The reported defect whose contour box holds the truth centroid."""
+    cx, cy = next(d.centroid_px for d in t.defects if d.id == tid)
+    best = None
+    for d in defects:
+        x, y, w, h = d.bbox_px
+        if x - 2 <= cx <= x + w + 2 and y - 2 <= cy <= y + h + 2:
+            if best is None or d.area_px > best.area_px:
+                best = d
+    return best
+
+
+@pytest.mark.parametrize("width_um,polarity", [(1.5, "dark"), (2.5, "dark"), (2.0, "bright")])
+def test_scratch_is_classified_and_its_width_measured(width_um, polarity):
+    defs, t, _ = measure([DefectSpec("scratch", polarity=polarity, zone="cladding", size_um=70, width_um=width_um,
+                                     contrast=30, orientation_deg=35)], seed=21)
+    td = t.defects[0]
+    d = matching(defs, t, td.id)
+    assert d is not None and d.type == "scratch" and d.id.startswith("S")
+    assert abs(d.width_um - td.width_um) <= 0.5
+    assert d.length_um == pytest.approx(td.length_um, rel=0.2)
+    assert d.polarity == polarity
+    assert d.iec_size_um == d.width_um
+
+
+@pytest.mark.parametrize("size_um", [4.0, 8.0, 14.0])
+def test_pit_is_classified_and_its_diameter_measured(size_um):
+    defs, t, _ = measure([DefectSpec("pit", zone="cladding", size_um=size_um, contrast=40)], seed=22)
+    td = t.defects[0]
+    d = matching(defs, t, td.id)
+    assert d is not None and d.type == "pit" and d.id.startswith("P")
+    assert abs(d.diameter_um - td.diameter_um) <= 0.15 * td.diameter_um
+    assert d.circularity > 0.5 and d.solidity > 0.8
+
+
+def test_chip_on_the_edge_is_a_chip_touching_the_edge():
+    defs, t, _ = measure([DefectSpec("chip", size_um=14, contrast=40)], seed=23)
+    td = t.defects[0]
+    d = matching(defs, t, td.id)
+    assert d is not None and d.type == "chip" and d.id.startswith("H")
+    assert d.touches_cladding_edge
+
+
+def test_units_filled_only_with_a_known_scale_and_ellipse_measured_in_the_circular_frame():
+    spec = [DefectSpec("pit", zone="cladding", size_um=8, contrast=40)]
+    with_um, t, _ = measure(spec, seed=24, axis_ratio=1.09, ellipse_angle_deg=0.0)
+    d = matching(with_um, t, t.defects[0].id)
+    assert d.diameter_um == pytest.approx(d.diameter_px * t.um_per_px)
+    assert d.area_um2 == pytest.approx(d.area_px * t.um_per_px ** 2)
+    assert abs(d.diameter_um - t.defects[0].diameter_um) <= 0.15 * t.defects[0].diameter_um
+    assert d.radial_position_um is not None and d.centroid_um is not None
+    no_um, _, _ = measure(spec, seed=24, scale_known=False, axis_ratio=1.09, ellipse_angle_deg=0.0)
+    d2 = matching(no_um, t, t.defects[0].id)
+    assert d2.diameter_um is None and d2.width_um is None and d2.area_um2 is None and d2.length_um is None
+    assert d2.diameter_px == pytest.approx(d.diameter_px)
+
+
+def test_every_field_is_filled_and_consistent():
+    defs, t, det = measure([DefectSpec("pit", zone="core", size_um=5, contrast=40),
+                            DefectSpec("scratch", radius_um=40, angle_deg=-90, orientation_deg=0, size_um=40,
+                                       width_um=1.5, contrast=30),
+                            DefectSpec("contamination", radius_um=40, angle_deg=90, size_um=14, contrast=30)], seed=25)
+    assert len(defs) >= 3
+    ids = [d.id for d in defs]
+    assert len(set(ids)) == len(ids)
+    assert [int(i[1:]) for i in ids] == list(range(1, len(ids) + 1))
+    for d in defs:
+        assert d.id[0] == CLASS_LETTERS[d.type]
+        assert d.contour_px.dtype.kind == "i" and d.contour_px.ndim == 2 and d.contour_px.shape[1] == 2
+        x, y, w, h = d.bbox_px
+        assert x <= d.centroid_px[0] <= x + w and y <= d.centroid_px[1] <= y + h
+        assert 0.0 <= d.confidence <= 1.0
+        assert 0.0 < d.circularity <= 1.0 and 0.0 < d.solidity <= 1.0 and d.tortuosity >= 1.0
+        assert d.area_px > 0 and d.length_px > 0 and d.width_px > 0 and d.diameter_px > 0
+        assert d.contrast > 0 and d.cnr > 0
+        assert d.zone in ("core", "cladding", "adhesive", "contact")
+        assert d.zone in d.zones_touched or not d.zones_touched
+        assert d.detected_by and set(d.detected_by) <= set(DEEP.methods)
+    pit = matching(defs, t, t.defects[0].id)
+    assert pit.zone == t.defects[0].zone == "core"
+
+
+def _features(**kw):
+    f = dict(elongation=1.0, length_um=5.0, tortuosity=1.0, branch_points=0, touches_edge=False,
+             outside_fraction=0.0, sharpness=0.3, circularity=0.8, solidity=0.95, aspect_ratio=1.1, polarity="dark")
+    f.update(kw)
+    return f
+
+
+def test_rules_on_hand_made_features():
+    assert classify_features(_features(), CP) == "pit"
+    assert classify_features(_features(sharpness=0.05), CP) == "contamination"
+    assert classify_features(_features(circularity=0.3, solidity=0.6), CP) == "contamination"
+    assert classify_features(_features(elongation=50, aspect_ratio=20, length_um=40, solidity=0.7), CP) == "scratch"
+    assert classify_features(_features(elongation=50, aspect_ratio=5, length_um=40, tortuosity=1.6), CP) == "crack"
+    assert classify_features(_features(elongation=50, aspect_ratio=5, length_um=40, branch_points=5), CP) == "crack"
+    assert classify_features(_features(touches_edge=True, aspect_ratio=2.0), CP) == "chip"
+    assert classify_features(_features(touches_edge=True, sharpness=0.02), CP) == "contamination"
+    # a particle straddling the edge (mostly outside the glass) is not a chip
+    assert classify_features(_features(touches_edge=True, outside_fraction=0.8, sharpness=0.05), CP) == "contamination"
+
+
+def test_confidence_calibration_is_monotone_and_bounded():
+    xs = np.linspace(0, 1, 21)
+    ys = [calibrate_confidence(x, CP.confidence_calibration) for x in xs]
+    assert all(0.0 <= y <= 1.0 for y in ys)
+    assert all(b >= a for a, b in zip(ys, ys[1:]))
+
+
+def test_params_validation():
+    data = CP.model_dump()
+    with pytest.raises(Exception):
+        ClassificationParams.model_validate({**data, "nope": 1})
+    with pytest.raises(Exception):
+        ClassificationParams.model_validate({**data, "confidence_calibration": [[0.5, 0.2], [0.4, 0.9]]})

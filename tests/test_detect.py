@@ -1,0 +1,196 @@
+"""Tests of dscope.inspection.detect on generated end faces with exact ground truth.
+
+Images are small (640x480) so the whole module runs in a few seconds; zones are
+built from the true geometry (the zones module is tested elsewhere).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dscope.config import load_config
+from dscope.errors import ImageError
+from dscope.inspection.detect import Detection, DetectionParams, detect
+from dscope.inspection.types import FiberGeometry, ZoneMask
+from dscope.synth import DefectSpec, SynthSpec, render
+from dscope.synth.spec import zones_for
+
+CFG = load_config()
+DEEP = CFG.profile("deep_inspection").detection
+FAST = CFG.profile("fast_scan").detection
+
+
+def truth_geometry(t) -> FiberGeometry:
+    return FiberGeometry(center_px=tuple(t.center_px), cladding_radius_px=t.cladding_radius_px,
+                         cladding_ellipse=t.ellipse, core_radius_px=t.core_radius_px,
+                         core_visible=t.core_visible, glass_polarity=t.glass_polarity)
+
+
+def truth_zones(t, shape, geo, names=("core", "cladding", "adhesive", "contact"), margin=8) -> list[ZoneMask]:
+    table = [z for z in zones_for(t.fiber_type, t.core_um, t.cladding_um) if z[0] in names]
+    upp = t.um_per_px
+    outer = max(o for _, _, o in table) / 2 / upp * geo.axis_ratio
+    cx, cy = geo.center_px
+    H, W = shape
+    x0, y0 = max(int(cx - outer) - margin, 0), max(int(cy - outer) - margin, 0)
+    x1, y1 = min(int(cx + outer) + margin + 1, W), min(int(cy + outer) + margin + 1, H)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    r = geo.normalized_radius(np.stack([xx.ravel(), yy.ravel()], 1)).reshape(yy.shape)
+    roi = (x0, y0, x1 - x0, y1 - y0)
+    return [ZoneMask(n, i, o, i / 2 / upp, o / 2 / upp, (r >= i / 2 / upp) & (r < o / 2 / upp), roi)
+            for n, i, o in table]
+
+
+def scene(defects=(), seed=0, **kw):
+    spec = SynthSpec(width=640, height=480, seed=seed, um_per_px=0.5, defects=list(defects), **kw)
+    img, t = render(spec)
+    geo = truth_geometry(t)
+    return img, t, geo
+
+
+def run(img, t, geo, params=DEEP, names=("core", "cladding", "adhesive", "contact")):
+    zones = truth_zones(t, img.shape, geo, names)
+    return detect(img, geo, zones, params, 1.0 / t.um_per_px), zones
+
+
+def overlap_with_truth(det: Detection, t, tid: int) -> int:
+    x0, y0, w, h = det.roi_xywh
+    tl = t.labels[y0:y0 + h, x0:x0 + w] == tid
+    return int(np.count_nonzero((det.labels > 0) & tl))
+
+
+# ----------------------------------------------------------------------------------------------
+def test_detection_contract_shapes_and_types():
+    img, t, geo = scene([DefectSpec("pit", zone="cladding", size_um=6, contrast=40)], seed=1)
+    det, zones = run(img, t, geo)
+    x0, y0, w, h = det.roi_xywh
+    assert det.roi_xywh == zones[0].roi_xywh
+    assert det.confidence.shape == (h, w) and det.confidence.dtype == np.float32
+    assert det.labels.shape == (h, w) and det.labels.dtype == np.int32
+    assert 0.0 <= float(det.confidence.min()) and float(det.confidence.max()) <= 1.0
+    assert det.noise_sigma > 0
+    ids = set(np.unique(det.labels)) - {0}
+    assert ids == {c.label for c in det.candidates}
+    for c in det.candidates:
+        bx, by, bw, bh = c.bbox_xywh
+        assert x0 <= bx and y0 <= by and bx + bw <= x0 + w and by + bh <= y0 + h
+        assert c.polarity in ("dark", "bright") and 0.0 <= c.score <= 1.0
+        assert set(c.evidence) == set(DEEP.methods)
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_clean_end_face_has_no_detections_in_core_and_cladding(seed):
+    img, t, geo = scene([], seed=seed, noise_sigma=2.5, illum_gradient=0.1, rim_line_depth=30)
+    det, _ = run(img, t, geo, names=("core", "cladding"))
+    assert det.candidates == []
+
+
+def test_clean_elliptical_end_face_rim_is_not_a_defect():
+    img, t, geo = scene([], seed=5, axis_ratio=1.09, ellipse_angle_deg=90.0, rim_line_depth=35)
+    det, _ = run(img, t, geo, names=("core", "cladding", "adhesive"))
+    x0, y0, w, h = det.roi_xywh
+    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w]
+    r = geo.normalized_radius(np.stack([xx.ravel(), yy.ravel()], 1)).reshape(h, w)
+    rim = np.abs(r - geo.cladding_radius_px) < 2.0 / t.um_per_px  # +-2 um around the boundary
+    assert not np.any((det.labels > 0) & rim)
+
+
+def test_graded_index_centre_dot_is_not_a_defect():
+    img, t, geo = scene([], seed=6, fiber_type="mm", gi_dot=True, gi_dot_depth=25)
+    det, _ = run(img, t, geo, names=("core", "cladding"))
+    assert det.candidates == []
+
+
+@pytest.mark.parametrize("dtype,kw", [
+    ("pit", dict(size_um=5, contrast=35)),
+    ("scratch", dict(size_um=60, width_um=1.5, contrast=25)),
+    ("crack", dict(size_um=40, width_um=1.0, contrast=30)),
+    ("contamination", dict(size_um=12, contrast=25)),
+])
+@pytest.mark.parametrize("polarity", ["dark", "bright"])
+def test_each_defect_is_found_where_it_is(dtype, kw, polarity):
+    img, t, geo = scene([DefectSpec(dtype, polarity=polarity, zone="cladding", **kw)], seed=7)
+    det, _ = run(img, t, geo)
+    td = t.defects[0]
+    assert overlap_with_truth(det, t, td.id) > 0.3 * td.area_px
+    hit = [c for c in det.candidates
+           if np.any((det.labels == c.label) & (t.labels[det.roi_xywh[1]:det.roi_xywh[1] + det.roi_xywh[3],
+                                                          det.roi_xywh[0]:det.roi_xywh[0] + det.roi_xywh[2]] == td.id))]
+    assert hit and hit[0].polarity == polarity
+
+
+def test_chip_on_the_cladding_edge_is_found():
+    img, t, geo = scene([DefectSpec("chip", size_um=12, contrast=35)], seed=8)
+    det, _ = run(img, t, geo)
+    td = t.defects[0]
+    assert overlap_with_truth(det, t, td.id) > 0.3 * td.area_px
+
+
+def test_scratch_crossing_zones_is_one_region():
+    img, t, geo = scene([DefectSpec("scratch", radius_um=20, angle_deg=0, orientation_deg=0, size_um=90,
+                                    width_um=2.0, contrast=30)], seed=9)
+    det, _ = run(img, t, geo)
+    x0, y0, w, h = det.roi_xywh
+    tl = t.labels[y0:y0 + h, x0:x0 + w] == t.defects[0].id
+    labs, counts = np.unique(det.labels[tl & (det.labels > 0)], return_counts=True)
+    assert labs.size >= 1
+    assert counts.max() > 0.6 * counts.sum()  # the bulk of the scratch is a single region
+
+
+def test_fast_profile_downscales_and_still_finds_a_pit():
+    params = FAST.model_copy(update={"max_analysis_side_px": 128})
+    img, t, geo = scene([DefectSpec("pit", zone="cladding", size_um=8, contrast=45)], seed=10)
+    det, _ = run(img, t, geo, params=params)
+    assert det.analysis_scale < 1.0
+    td = t.defects[0]
+    assert overlap_with_truth(det, t, td.id) > 0.3 * td.area_px
+
+
+def test_only_the_given_zones_are_analysed():
+    img, t, geo = scene([DefectSpec("pit", zone="contact", size_um=8, contrast=45)], seed=11)
+    det, zones = run(img, t, geo, names=("core", "cladding"))
+    union = np.zeros_like(zones[0].mask)
+    for z in zones:
+        union |= z.mask
+    assert not np.any((det.labels > 0) & ~union)
+    assert not np.any((det.confidence > 0) & ~union)
+
+
+def test_bad_inputs_raise_specific_errors():
+    img, t, geo = scene([], seed=12)
+    zones = truth_zones(t, img.shape, geo, ("core", "cladding"))
+    with pytest.raises(ImageError) as e:
+        detect(np.dstack([img, img, img]), geo, zones, DEEP, 2.0)
+    assert e.value.code == "unsupported_format"
+    with pytest.raises(ImageError):
+        detect(img.astype(np.float32), geo, zones, DEEP, 2.0)
+    with pytest.raises(ValueError):
+        detect(img, geo, [], DEEP, 2.0)
+    with pytest.raises(ValueError):
+        detect(img, geo, zones, DEEP, 0.0)
+    bad = ZoneMask("x", 0, 1, 0, 1, np.ones((3, 3), bool), (0, 0, 5, 5))
+    with pytest.raises(ValueError):
+        detect(img, geo, zones + [bad], DEEP, 2.0)
+
+
+def test_pure_noise_frame_is_bounded_and_returns():
+    rng = np.random.default_rng(13)
+    img = rng.integers(0, 256, (480, 640)).astype(np.uint8)
+    geo = FiberGeometry(center_px=(320.0, 240.0), cladding_radius_px=200.0)
+    yy, xx = np.mgrid[0:480, 0:640]
+    r = np.hypot(xx - 320.0, yy - 240.0)
+    zones = [ZoneMask("core", 0, 25, 0, 40, r < 40, (0, 0, 640, 480)),
+             ZoneMask("cladding", 25, 115, 40, 184, (r >= 40) & (r < 184), (0, 0, 640, 480))]
+    det = detect(img, geo, zones, DEEP, 1.6)
+    assert det.labels.shape == (480, 640)
+
+
+def test_params_reject_unknown_keys_and_inconsistent_levels():
+    data = DEEP.model_dump()
+    with pytest.raises(Exception):
+        DetectionParams.model_validate({**data, "bogus": 1})
+    with pytest.raises(Exception):
+        DetectionParams.model_validate({**data, "confidence_low": 0.9, "confidence_threshold": 0.5})
+    with pytest.raises(Exception):
+        DetectionParams.model_validate({**data, "do2mr_window_px": 4})
