@@ -180,7 +180,7 @@ def run_batch(
                 bar.update(1)
                 if log is not None:
                     d = docs[i]
-                    log.info(
+                    log.debug(
                         "image inspected", image=images[i].name, status=d["status"],
                         defects=d["counts"]["total"], **{f"{k}_s": v for k, v in d["timings_s"].items()},
                     )

@@ -36,18 +36,19 @@ LOCALIZATION_CONDITIONS: tuple[str, ...] = (
 #: No-fiber frame kinds and draw weights.
 NO_FIBER_WEIGHTS = {"blank": 0.4, "black": 0.2, "white": 0.2, "noise": 0.2}
 
-#: The demo / CLI default mix: (scenario, overrides) cycled by index.
+#: The demo / CLI default mix: (scenario, overrides) cycled by index.  All single-mode 9/125 fibers, because
+#: ``make run`` inspects the whole folder as one batch of one fiber type (as a bench operator would).
 DEMO_PLAN: tuple[tuple[str, dict], ...] = (
     ("clean", {"fiber_type": "sm-pc"}),
     ("mixed", {"fiber_type": "sm-pc", "_min_defects": 3}),
-    ("scratch", {"fiber_type": "mm"}),
-    ("clean", {"fiber_type": "mm-62.5", "glass_polarity": "bright"}),
+    ("scratch", {"fiber_type": "sm-pc"}),
+    ("clean", {"fiber_type": "sm-pc", "glass_polarity": "bright"}),
     ("pit", {"fiber_type": "sm-apc"}),
     ("no_fiber", {"no_fiber_kind": "blank"}),
     ("contamination", {"fiber_type": "sm-pc"}),
     ("chip", {"fiber_type": "sm-pc"}),
-    ("mixed", {"fiber_type": "lc-200", "_min_defects": 2}),
-    ("crack", {"fiber_type": "mm"}),
+    ("mixed", {"fiber_type": "sm-apc", "_min_defects": 2}),
+    ("crack", {"fiber_type": "sm-pc"}),
     ("clean", {"fiber_type": "sm-pc", "axis_ratio": DEFAULT_RANGES.analog_axis_ratio, "ellipse_angle_deg": 0.0}),
     ("localization", {"fiber_type": "sm-pc"}),
 )
