@@ -254,9 +254,6 @@ def characterize(
     """
     x0, y0, w, h = detection.roi_xywh
     labels = detection.labels
-    resid = detection.residual
-    if resid is None:
-        resid = np.zeros((h, w), np.float32)
     A = _linear_map(geometry)
     det_a = abs(float(np.linalg.det(A)))  # area scale image px -> circular-frame px^2
     um = scale.um_per_px if scale.known else None
@@ -282,7 +279,7 @@ def characterize(
         if area_img == 0:
             continue
         pol = -1.0 if cand.polarity == "dark" else 1.0
-        res = resid[cy0:cy1, cx0:cx1] * np.float32(pol)
+        res = detection.residual_patch(gray, cy0, cy1, cx0, cx1) * np.float32(pol)
         m8 = m.astype(np.uint8)
         others = (labels[cy0:cy1, cx0:cx1] > 0) & ~m
         ring = (cv2.dilate(m8, k_ring) > 0) & ~(cv2.dilate(m8, k_gap) > 0) & ~others

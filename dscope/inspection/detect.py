@@ -26,6 +26,7 @@ Outline of :func:`detect`:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -153,8 +154,20 @@ class Detection:
     labels: np.ndarray  # int32, 0 = background
     candidates: list[Candidate]
     noise_sigma: float  # robust noise of the glass residual, grey levels
-    residual: np.ndarray | None = None  # float32 gray - background model (ROI-sized)
-    analysis_scale: float = 1.0  # analysis pixels per image pixel
+    background: np.ndarray | None = None  # float32 background model at analysis scale (see residual_patch)
+    analysis_scale: float = 1.0  # analysis pixels per image pixel (1 / integer)
+
+    def residual_patch(self, gray: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """``gray - background`` on ROI rows ``y0:y1`` and columns ``x0:x1``, full resolution (float32)."""
+        rx, ry = self.roi_xywh[:2]
+        g = np.asarray(gray[ry + y0:ry + y1, rx + x0:rx + x1], np.float32)
+        if self.background is None:
+            return g - np.float32(np.median(g))
+        k = max(int(round(1.0 / self.analysis_scale)), 1)
+        bh, bw = self.background.shape
+        ys = np.minimum(np.arange(y0, y1) // k, bh - 1)
+        xs = np.minimum(np.arange(x0, x1) // k, bw - 1)
+        return g - self.background[np.ix_(ys, xs)]
     diagnostics: dict = field(default_factory=dict)
 
 
@@ -196,7 +209,6 @@ def empty_detection(roi: tuple[int, int, int, int], noise_sigma: float = 0.0) ->
         labels=np.zeros((h, w), np.int32),
         candidates=[],
         noise_sigma=float(noise_sigma),
-        residual=np.zeros((h, w), np.float32),
     )
 
 
@@ -237,6 +249,14 @@ def detect(
     roi = _validate(gray, zones)
     if not (px_per_um > 0 and math.isfinite(px_per_um)):
         raise ValueError(f"px_per_um must be a positive number, got {px_per_um}")
+    laps: dict[str, float] = {}
+    t_last = [time.perf_counter()]
+
+    def lap(stage: str) -> None:  # stage timings for the speed benchmark (no I/O)
+        now = time.perf_counter()
+        laps[stage] = laps.get(stage, 0.0) + 1e3 * (now - t_last[0])
+        t_last[0] = now
+
     x0, y0, w, h = roi
     crop = np.ascontiguousarray(gray[y0:y0 + h, x0:x0 + w])
     # integer downscale factor: bounded work, exact pixel geometry
@@ -263,6 +283,7 @@ def detect(
     r_map = M.normalized_radius_map(
         (hs, ws), (x0, y0), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
     )
+    lap("crop_downscale")
     # ---- background model and residual -----------------------------------------------------
     # modelled on the whole ROI (context beyond the zone borders), so that filters see real data there
     context = np.ones_like(union)
@@ -284,6 +305,7 @@ def detect(
     step = params.stats_step_px
     noise_sigma = M.robust_sigma(resid[::step, ::step][glass[::step, ::step]])
 
+    lap("background")
     # ---- groups: zone x tile -------------------------------------------------------------------
     T = params.tile_grid
     ys_u, xs_u = np.nonzero(union)
@@ -327,19 +349,23 @@ def detect(
     r_clad = geometry.cladding_radius_px * scale
     band = np.abs(r_map - np.float32(r_clad)) <= np.float32(params.edge_band_um * ppu)
 
+    lap("stats")
     strengths: dict[str, np.ndarray] = {}
     ms = params.methods
     if "do2mr" in ms:
         strengths["do2mr"] = M.strength(zscore(M.do2mr(rs, params.do2mr_window_px)), ms["do2mr"].z_low, ms["do2mr"].z_high)
+        lap("do2mr")
     if "blackhat" in ms:
         k = _odd(params.blackhat_kernel_um * ppu, params.blackhat_kernel_min_px, params.blackhat_kernel_max_px)
         zb = zscore(M.black_hat(rs, k))
         zt = zscore(M.top_hat(rs, k))
         strengths["blackhat"] = M.strength(np.maximum(zb, zt), ms["blackhat"].z_low, ms["blackhat"].z_high)
+        lap("blackhat")
     if "gradient" in ms:
         strengths["gradient"] = M.strength(
             zscore(M.morph_gradient(rs, params.gradient_kernel_px)), ms["gradient"].z_low, ms["gradient"].z_high
         )
+        lap("gradient")
     # line methods run at a coarser "line scale" (bounded cost, kernels <= 11 px)
     f = params.line_downscale
     hl, wl = max(hs // f, 1), max(ws // f, 1)
@@ -361,6 +387,7 @@ def detect(
         lb, ld = M.lei_response(to_line(rs), kern)
         lei = from_line(np.maximum(lb, ld), cv2.INTER_LINEAR)
         strengths["lei"] = M.strength(zscore(lei), ms["lei"].z_low, ms["lei"].z_high)
+        lap("lei")
     if "skeleton" in ms:
         ridge = to_line(np.where(union, np.abs(z_res), 0).astype(np.float32)) >= params.skeleton_z
         minlen = max(int(round(params.skeleton_min_length_um * ppu / f)), 3)
@@ -371,6 +398,7 @@ def detect(
         lines = from_line(lines.astype(np.uint8), cv2.INTER_NEAREST) > 0
         zs = np.where(lines, np.abs(z_res), 0).astype(np.float32)
         strengths["skeleton"] = M.strength(zs, ms["skeleton"].z_low, ms["skeleton"].z_high)
+        lap("skeleton")
 
     # ---- fusion (noisy-OR) ---------------------------------------------------------------------
     miss = np.ones((hs, ws), np.float32)
@@ -382,6 +410,7 @@ def detect(
     conf = (1.0 - miss).astype(np.float32)
     conf[~union] = 0.0
 
+    lap("fusion")
     # ---- segmentation --------------------------------------------------------------------------
     grow = (conf >= params.confidence_low).astype(np.uint8)
     n, lab = cv2.connectedComponents(grow, connectivity=8, ltype=cv2.CV_32S)
@@ -429,6 +458,7 @@ def detect(
                 cands_info.append((j, "dark" if pol[old] < 0 else "bright", float(score[j]),
                                    {name: float(ev[name][j]) for name in ev}))
 
+    lap("segmentation")
     # ---- back to ROI resolution ----------------------------------------------------------------
     if kdown > 1:
         def up(a, interp):
@@ -438,10 +468,8 @@ def detect(
 
         labels = up(labels_s, cv2.INTER_NEAREST)
         conf_out = up(conf, cv2.INTER_LINEAR)
-        bg_full = up(bg, cv2.INTER_LINEAR)
-        resid_out = crop.astype(np.float32) - bg_full
     else:
-        labels, conf_out, resid_out = labels_s, conf, resid
+        labels, conf_out = labels_s, conf
     candidates: list[Candidate] = []
     objs = ndimage.find_objects(labels)
     for lab_id, polarity, score, ev in cands_info:
@@ -450,13 +478,15 @@ def detect(
             continue
         bbox = (x0 + sl[1].start, y0 + sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start)
         candidates.append(Candidate(label=lab_id, bbox_xywh=bbox, evidence=ev, polarity=polarity, score=score))
+    lap("upsample_candidates")
     return Detection(
         roi_xywh=roi,
         confidence=conf_out.astype(np.float32),
         labels=labels.astype(np.int32),
         candidates=candidates,
         noise_sigma=float(noise_sigma),
-        residual=resid_out.astype(np.float32),
+        background=bg.astype(np.float32),
         analysis_scale=float(scale),
-        diagnostics={"methods": sorted(strengths), "n_regions": int(n - 1)},
+        diagnostics={"methods": sorted(strengths), "n_regions": int(n - 1), "timings_ms": laps,
+                     "analysis_shape": (hs, ws)},
     )
