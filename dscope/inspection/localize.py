@@ -138,6 +138,8 @@ class LocalizationParams(StrictModel):
     min_edge_points: int = Field(ge=5, description="fewest inlier edge points accepted")
     quality_rms_scale_px: float = Field(gt=0, description="fit rms (px) at which the quality factor halves")
     min_quality: float = Field(ge=0, le=1, description="fits of lower quality are rejected")
+    polarity_inner_frac: tuple[float, float] = Field(description="glass ring (fractions of the radius) for the glass/ferrule polarity")
+    polarity_outer_frac: tuple[float, float] = Field(description="ferrule ring (fractions of the radius), beyond the adhesive ring")
     # -- core -------------------------------------------------------------------------------
     core_enabled: bool = Field(description="search the core boundary")
     core_angles: int = Field(ge=8, le=1440, description="angles of the radial profile median")
@@ -834,6 +836,24 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
     return float(offs[0] + loc * step), diag
 
 
+def _glass_polarity(img, model: _Model, rect, params: LocalizationParams, fallback: int) -> int:
+    """+1 when the glass is brighter than the ferrule, -1 when darker (medians of two rings)."""
+    th = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    f_in = np.linspace(params.polarity_inner_frac[0], params.polarity_inner_frac[1], 6)
+    f_out = np.linspace(params.polarity_outer_frac[0], params.polarity_outer_frac[1], 6)
+    y0, y1, x0, x1 = rect
+    levels = []
+    for fr in (f_in, f_out):
+        r = model.radius_at(th)[:, None] * fr[None, :]
+        mx = (model.cx + r * np.cos(th)[:, None]).astype(np.float32)
+        my = (model.cy + r * np.sin(th)[:, None]).astype(np.float32)
+        ok = (mx >= x0) & (mx <= x1 - 1) & (my >= y0) & (my <= y1 - 1)
+        if ok.sum() < 8:
+            return fallback
+        levels.append(float(np.median(_remap_crop(img, mx, my)[ok])))
+    return 1 if levels[0] >= levels[1] else -1
+
+
 def _strength(r: dict) -> float:
     """Evidence of a refined boundary: quality x edge contrast x radius (edge length).
 
@@ -1131,6 +1151,6 @@ def localize_fiber(
         quality=best["quality"],
         method=f"coarse+ray_{best['kind']}_fit",
         in_frame_fraction=in_frame,
-        glass_polarity="bright" if best["polarity"] > 0 else "dark",
+        glass_polarity="bright" if _glass_polarity(img, mdl, rect_f, params, best["polarity"]) > 0 else "dark",
         diagnostics=diagnostics,
     )
