@@ -307,11 +307,52 @@ def summarize(args, truth_rec, det_rec, base_truth, base_det, clean_fp, clean_fp
                         n_confidence=len(cs),
                         real_share_by_confidence=(sum(r["status"] == "tp" for r in cs) / len(cs)) if cs else None))
     out["calibration"] = cal
+    out["suggested_confidence_calibration"] = fit_calibration(det_rec)
     out["fragments"] = sum(r["status"] == "fragment" for r in det_rec)
     out["timing_ms_median"] = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     if args.records:
         out["records"] = dict(truth=truth_rec, detections=det_rec)
     return out
+
+
+def fit_calibration(det_rec, n_knots: int = 6) -> list[list[float]]:
+    """Isotonic (pool-adjacent-violators) fit of 'is real' on the raw score; knots for the config.
+
+    The knots are the mean score and the real share of ``n_knots`` equal-count groups after
+    pooling, anchored at (0, 0) and (1, last share); use them as ``classification.confidence_calibration``.
+    """
+    rs = sorted((r["score"], 1.0 if r["status"] == "tp" else 0.0) for r in det_rec if r["status"] != "fragment")
+    if len(rs) < n_knots:
+        return []
+    groups = [[x, y, 1.0] for x, y in rs]  # score sum, real sum, count
+    merged: list[list[float]] = []
+    for g in groups:
+        merged.append(g)
+        while len(merged) > 1 and merged[-2][1] / merged[-2][2] > merged[-1][1] / merged[-1][2]:
+            b = merged.pop()
+            a = merged.pop()
+            merged.append([a[0] + b[0], a[1] + b[1], a[2] + b[2]])
+    pts = [(g[0] / g[2], g[1] / g[2], g[2]) for g in merged]
+    # thin to about n_knots points by equal counts
+    total = sum(p[2] for p in pts)
+    knots, acc, cx, cy, cn = [], 0.0, 0.0, 0.0, 0.0
+    for x, y, n in pts:
+        cx += x * n
+        cy += y * n
+        cn += n
+        acc += n
+        if cn >= total / n_knots:
+            knots.append([round(cx / cn, 3), round(cy / cn, 3)])
+            cx = cy = cn = 0.0
+    if cn:
+        knots.append([round(cx / cn, 3), round(cy / cn, 3)])
+    out = [[0.0, 0.0]] + [k for k in knots if 0.0 < k[0] < 1.0]
+    out.append([1.0, max(k[1] for k in out)])
+    clean = [out[0]]
+    for k in out[1:]:
+        if k[0] > clean[-1][0]:
+            clean.append([k[0], max(k[1], clean[-1][1])])
+    return clean
 
 
 def _f(v):
@@ -345,6 +386,7 @@ def print_report(o: dict) -> None:
     for c in o["calibration"]:
         print(f"  [{c['bin'][0]:.2f},{c['bin'][1]:.2f}) score n={c['n_score']:4d} real={_f(c['real_share_by_score'])}"
               f" | confidence n={c['n_confidence']:4d} real={_f(c['real_share_by_confidence'])}")
+    print(f"suggested classification.confidence_calibration: {o.get('suggested_confidence_calibration')}")
     print("median ms per image: " + ", ".join(f"{k} {v:.1f}" for k, v in o["timing_ms_median"].items()))
 
 
