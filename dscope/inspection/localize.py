@@ -40,6 +40,8 @@ from dscope.inspection.types import Ellipse, FiberGeometry
 from dscope.params import StrictModel
 
 _MAD_TO_SIGMA = 1.4826
+#: RANSAC hypotheses are ranked on at most about this many edge points (bounded work).
+_RANSAC_SCORE_POINTS = 180
 
 
 class LocalizationParams(StrictModel):
@@ -85,6 +87,9 @@ class LocalizationParams(StrictModel):
     canny_strong_quantile: float = Field(gt=0.5, lt=1, description="quantile of the gradient magnitude that stands for the strongest edges")
     canny_strong_frac: float = Field(gt=0, le=1, description="first Canny pass: high threshold = this share of that quantile")
     max_candidates: int = Field(ge=1, le=200, description="cap on all coarse candidates scored")
+    refine_accept_quality: float = Field(
+        gt=0, le=2, description="stop refining further candidates once one is accepted with this quality (> 1 = refine all)"
+    )
     refine_top_candidates: int = Field(ge=1, le=10, description="best-scoring candidates refined at full resolution")
     score_rays: int = Field(ge=16, le=720, description="rays used to score a coarse candidate")
     score_window_frac: float = Field(gt=0, le=0.5, description="coarse search window, +- fraction of the radius")
@@ -100,6 +105,7 @@ class LocalizationParams(StrictModel):
     boundary_window_frac: float = Field(
         gt=0, le=0.5, description="median-profile boundary search reaches this fraction of the radius inside the fitted edge"
     )
+    boundary_rays: int = Field(ge=32, le=4096, description="rays of the median boundary profile")
     boundary_min_rel: float = Field(
         gt=0, le=1, description="median profile: steps weaker than this share of the strongest are not the boundary"
     )
@@ -175,7 +181,7 @@ def _ellipse_radius(theta: np.ndarray, a: float, b: float, phi_rad: float) -> np
 
 def _robust_sigma_diff(img: np.ndarray) -> float:
     """Pixel noise std from the median absolute horizontal difference (robust to edges)."""
-    d = np.abs(np.diff(img[::2].astype(np.float32), axis=1))
+    d = np.abs(np.diff(img[::4].astype(np.float32), axis=1))
     return float(np.median(d)) * _MAD_TO_SIGMA / math.sqrt(2.0)
 
 
@@ -397,9 +403,13 @@ def _circle_from_triplets(p1, p2, p3):
 
 def _fit_circle_ls(pts: np.ndarray, iters: int = 8) -> tuple[float, float, float]:
     """Geometric least-squares circle (Kasa start + Gauss-Newton)."""
-    x, y = pts[:, 0], pts[:, 1]
+    m = pts.mean(axis=0)
+    x, y = pts[:, 0] - m[0], pts[:, 1] - m[1]  # centred: well-conditioned normal equations
     A = np.stack([x, y, np.ones_like(x)], axis=1)
-    sol, *_ = np.linalg.lstsq(A, x * x + y * y, rcond=None)
+    try:
+        sol = np.linalg.solve(A.T @ A, A.T @ (x * x + y * y))
+    except np.linalg.LinAlgError:
+        sol, *_ = np.linalg.lstsq(A, x * x + y * y, rcond=None)
     cx, cy = sol[0] / 2, sol[1] / 2
     r = math.sqrt(max(sol[2] + cx * cx + cy * cy, 1e-12))
     for _ in range(iters):
@@ -407,10 +417,14 @@ def _fit_circle_ls(pts: np.ndarray, iters: int = 8) -> tuple[float, float, float
         d = np.hypot(dx, dy) + 1e-12
         res = d - r
         J = np.stack([-dx / d, -dy / d, -np.ones_like(d)], axis=1)
-        delta, *_ = np.linalg.lstsq(J, -res, rcond=None)
+        try:
+            delta = np.linalg.solve(J.T @ J, -(J.T @ res))
+        except np.linalg.LinAlgError:
+            break
         cx, cy, r = cx + delta[0], cy + delta[1], r + delta[2]
         if np.abs(delta).max() < 1e-6:
             break
+    cx, cy = cx + m[0], cy + m[1]
     return float(cx), float(cy), float(abs(r))
 
 
@@ -422,10 +436,11 @@ def _ransac_circle(pts, tol, iters, rng):
     if not ok.any():
         return None
     ux, uy, ur = ux[ok], uy[ok], ur[ok]
-    res = np.abs(np.hypot(pts[None, :, 0] - ux[:, None], pts[None, :, 1] - uy[:, None]) - ur[:, None])
+    sub = pts[:: max(1, n // _RANSAC_SCORE_POINTS)]  # hypotheses are ranked on a bounded subset
+    res = np.abs(np.hypot(sub[None, :, 0] - ux[:, None], sub[None, :, 1] - uy[:, None]) - ur[:, None])
     counts = (res <= tol).sum(axis=1)
     best = int(np.argmax(counts))
-    inl = res[best] <= tol
+    inl = np.abs(np.hypot(pts[:, 0] - ux[best], pts[:, 1] - uy[best]) - ur[best]) <= tol
     for _ in range(3):
         if inl.sum() < 3:
             return None
@@ -508,7 +523,8 @@ def _ransac_ellipse(pts, tol, iters, rng, max_ratio):
     sol = np.linalg.solve(M[good], np.ones((int(good.sum()), 5, 1)))[..., 0]  # (K', 5)
     A, B, C, D, E = (sol[:, i : i + 1] for i in range(5))
     ell = (B * B - 4 * A * C) < 0
-    X, Y = q[None, :, 0], q[None, :, 1]
+    sub = q[:: max(1, n // _RANSAC_SCORE_POINTS)]  # hypotheses are ranked on a bounded subset
+    X, Y = sub[None, :, 0], sub[None, :, 1]
     Q = A * X * X + B * X * Y + C * Y * Y + D * X + E * Y - 1.0
     gx = 2 * A * X + B * Y + D
     gy = B * X + 2 * C * Y + E
@@ -517,7 +533,12 @@ def _ransac_ellipse(pts, tol, iters, rng, max_ratio):
     best = int(np.argmax(counts))
     if counts[best] < 6:
         return None
-    return _robust_ellipse(pts, dist[best] <= tol, tol, max_ratio)
+    a_, b_, c_, d_, e_ = sol[best]
+    X, Y = q[:, 0], q[:, 1]
+    Q = a_ * X * X + b_ * X * Y + c_ * Y * Y + d_ * X + e_ * Y - 1.0
+    gx = 2 * a_ * X + b_ * Y + d_
+    gy = b_ * X + 2 * c_ * Y + e_
+    return _robust_ellipse(pts, np.abs(Q) / np.sqrt(gx * gx + gy * gy + 1e-12) <= tol, tol, max_ratio)
 
 
 def _angular_coverage(theta: np.ndarray, n_bins: int = 36) -> float:
@@ -665,6 +686,7 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
     polarity = None
     out = None
     first_half = half
+    kind_prev = "circle"
     for it in range(params.refine_iterations):
         prev = model
         e = _ray_edges(
@@ -684,7 +706,11 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
         th = e["theta"][strong]
         pts = np.stack([model.cx + e["pos"][strong] * np.cos(th), model.cy + e["pos"][strong] * np.sin(th)], axis=1)
         tol = max(params.inlier_tol_px, params.inlier_tol_frac * model.a)
-        rc = _ransac_circle(pts, tol, params.ransac_iterations, rng)
+        if it == 0:
+            rc = _ransac_circle(pts, tol, params.ransac_iterations, rng)
+        else:  # the model is already close: trimmed least squares from its own inliers
+            near = np.abs(_ellipse_residual(pts, (model.cx, model.cy, model.a, model.b, model.phi))) <= 3 * tol
+            rc = ((_fit_circle_ls(pts[near])), near) if near.sum() >= 3 else None
         if rc is None:
             ccx, ccy, cr = model.cx, model.cy, math.sqrt(model.a * model.b)
         else:
@@ -702,7 +728,11 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
             cin = np.abs(res_c) <= tol
         chosen, inl, kind = circ, cin, "circle"
         if _angular_coverage(th) >= params.ellipse_min_coverage:
-            re = _ransac_ellipse(pts, tol, params.ransac_iterations, rng, params.max_axis_ratio)
+            if it == 0:
+                re = _ransac_ellipse(pts, tol, params.ransac_iterations, rng, params.max_axis_ratio)
+            else:  # start from the current model's inliers (circle or ellipse)
+                seed = np.abs(_ellipse_residual(pts, (model.cx, model.cy, model.a, model.b, model.phi))) <= 3 * tol
+                re = _robust_ellipse(pts, seed, tol, params.max_axis_ratio)
             if re is not None:
                 el, ein = re
                 n_e = int(ein.sum())
@@ -717,6 +747,7 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
         res = _ellipse_residual(pts[inl], chosen)
         rms = float(np.sqrt(np.mean(res**2))) if inl.any() else float("inf")
         model = _Model(*chosen)
+        kind_prev = kind
         out = {
             "model": model,
             "kind": kind,
@@ -754,7 +785,7 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
         w_in = min(w_in, max(0.5 * (1 - ratio_hint) * R, params.refine_window_min_px / 2))
     w_out = params.refine_window_min_px
     step = params.refine_step_px / 2
-    n_rays = params.refine_rays
+    n_rays = min(params.refine_rays, params.boundary_rays)
     theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
     offs = np.arange(-w_in, w_out + 1e-9, step)
     r0 = model.radius_at(theta)
@@ -774,7 +805,7 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
     # noise of the median profile's derivative from the per-ray scatter
     pa = cv2.GaussianBlur(prof, (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)
     da = np.gradient(pa, step, axis=1)
-    scatter = np.median(np.abs(da - np.median(da, axis=0)[None, :])) * _MAD_TO_SIGMA
+    scatter = float(np.mean(np.abs(da - np.median(da, axis=0)[None, :]))) * 1.2533
     noise = float(scatter) * 1.2533 / math.sqrt(prof.shape[0]) + 1e-6
     lo = int(math.ceil(2 * sig))
     hi = len(d) - lo
@@ -818,21 +849,29 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
             inner = smr[max(jm - kf, 0) : jm + 1][::-1]
             above = np.flatnonzero(inner >= half)
             halfwidth = (above[0] if above.size else kf) * step
-            thin = halfwidth <= params.rim_max_halfwidth_px
-            if local_min and thin and vmin < min(h_in, h_out) - params.rim_min_depth_gray:
+            is_valley = local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray
+            if is_valley:
                 d2 = float(smr[jm - 1] - 2 * smr[jm] + smr[jm + 1])
                 f2 = float(np.clip(0.5 * (smr[jm - 1] - smr[jm + 1]) / d2, -0.5, 0.5)) if d2 > 1e-9 else 0.0
                 depth = max(0.5 * (h_in + h_out) - vmin, 1e-6)
                 s_w = math.sqrt(depth / max(d2 / (step * step), 1e-9))
                 shift = (h_out - h_in) * s_w / (depth * math.sqrt(2 * math.pi))
                 shift = float(np.clip(shift, -0.5 * params.rim_search_px, 0.5 * params.rim_search_px))
-                loc = jm + f2 + shift / step
-                diag = {"boundary_rule": "rim_line", "rim_depth_gray": depth}
-            elif local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray and 0 < f_in < len(dr) - 1:
-                # wide valley (adhesive ring): its inner flank on the lightly smoothed profile is the glass edge
-                den = dr[f_in - 1] - 2 * dr[f_in] + dr[f_in + 1]
-                loc = f_in + (float(np.clip(0.5 * (dr[f_in - 1] - dr[f_in + 1]) / den, -0.5, 0.5)) if abs(den) > 1e-12 else 0.0)
-                diag = {"boundary_rule": "valley_inner_flank"}
+                loc_rim = jm + f2 + shift / step
+                if 0 < f_in < len(dr) - 1:
+                    den = dr[f_in - 1] - 2 * dr[f_in] + dr[f_in + 1]
+                    loc_flank = f_in + (float(np.clip(0.5 * (dr[f_in - 1] - dr[f_in + 1]) / den, -0.5, 0.5)) if abs(den) > 1e-12 else 0.0)
+                else:
+                    loc_flank = loc_rim
+                # thin valley -> rim line centre; wide valley (adhesive ring) -> its inner flank, the
+                # glass edge; in between blend linearly so the rule does not flip on noise
+                wgt = float(np.clip((halfwidth - params.rim_max_halfwidth_px) / params.rim_max_halfwidth_px, 0.0, 1.0))
+                loc = (1 - wgt) * loc_rim + wgt * loc_flank
+                diag = {
+                    "boundary_rule": "rim_line" if wgt == 0 else ("valley_inner_flank" if wgt == 1 else "rim_line_blend"),
+                    "rim_depth_gray": depth,
+                    "rim_halfwidth_px": halfwidth,
+                }
     return float(offs[0] + loc * step), diag
 
 
@@ -902,7 +941,9 @@ def _find_core(img, model: _Model, params: LocalizationParams, ratio_hint, grade
     # sample the profile from 0 to a little beyond hi (smoothing margin), circular frame
     sig = params.core_smooth_sigma_px / params.core_step_px
     r_end = min(hi + 4 * params.core_smooth_sigma_px + 2 * params.core_step_px, r_hi_lim)
-    rr = np.arange(0.0, r_end + 1e-9, params.core_step_px)
+    # only the search band (plus a smoothing margin) is sampled: bounded work for large cores
+    r_start = max(0.0, math.floor((lo - 4 * params.core_smooth_sigma_px) / params.core_step_px) * params.core_step_px)
+    rr = np.arange(r_start, r_end + 1e-9, params.core_step_px)
     al = np.linspace(0, 2 * np.pi, params.core_angles, endpoint=False)
     nx = rr[None, :] * np.cos(al)[:, None]
     ny = rr[None, :] * np.sin(al)[:, None]
@@ -916,15 +957,15 @@ def _find_core(img, model: _Model, params: LocalizationParams, ratio_hint, grade
     inside = (mx >= x0) & (mx <= x1 - 1) & (my >= y0) & (my <= y1 - 1)
     ok_rows = inside.all(axis=1)
     if ok_rows.sum() < max(4, params.core_angles // 4):
-        ok_rows = inside[:, : max(1, int(lo / params.core_step_px))].all(axis=1)
+        ok_rows = inside[:, : max(1, int((lo - r_start) / params.core_step_px))].all(axis=1)
         if ok_rows.sum() < 4:
             return None, {"core_reason": "core region outside the frame"}
     med = np.median(prof[ok_rows], axis=0).astype(np.float32)
     k = int(2 * math.ceil(3 * sig) + 1)
     sm = cv2.GaussianBlur(med[None, :], (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)[0]
     der = np.gradient(sm, params.core_step_px)
-    i_lo = int(math.ceil(lo / params.core_step_px))
-    i_hi = min(int(hi / params.core_step_px), len(der) - 1)
+    i_lo = int(math.ceil((lo - r_start) / params.core_step_px))
+    i_hi = min(int((hi - r_start) / params.core_step_px), len(der) - 1)
     if i_hi - i_lo < 2:
         return None, {"core_reason": "search range empty"}
     seg = np.abs(der[i_lo : i_hi + 1])
@@ -932,11 +973,16 @@ def _find_core(img, model: _Model, params: LocalizationParams, ratio_hint, grade
     peak = float(der[j])
     # noise of the derivative of the median profile: per-angle scatter / sqrt(n)
     n_ok = int(ok_rows.sum())
-    pa = prof[ok_rows].astype(np.float32)
-    pa = cv2.GaussianBlur(pa, (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)
+    c0, c1 = max(i_lo - k, 0), min(i_hi + k + 1, prof.shape[1])
+    pa = prof[ok_rows][:, c0:c1].astype(np.float32)
+    pa = cv2.GaussianBlur(pa, (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)[:, k // 2 : -(k // 2) or None]
+    if pa.shape[1] < 3:
+        pa = cv2.GaussianBlur(prof[ok_rows][:, c0:c1].astype(np.float32), (k, 1), sigmaX=sig, borderType=cv2.BORDER_REPLICATE)
     da = np.gradient(pa, params.core_step_px, axis=1)
-    scatter = np.median(np.abs(da - np.median(da, axis=0)[None, :]), axis=0) * _MAD_TO_SIGMA
-    noise = float(np.median(scatter)) * 1.2533 / math.sqrt(n_ok) + 1e-6
+    # per-angle scatter around the median profile (mean absolute deviation -> sigma), then the
+    # noise of a median of n_ok values
+    scatter = float(np.mean(np.abs(da - np.median(da, axis=0)[None, :]))) * 1.2533
+    noise = scatter * 1.2533 / math.sqrt(n_ok) + 1e-6
     snr = abs(peak) / noise
     w = max(1, int(round(2.5 * sig)))
     a_in = sm[max(j - 3 * w, 0) : max(j - w, 1)]
@@ -953,7 +999,7 @@ def _find_core(img, model: _Model, params: LocalizationParams, ratio_hint, grade
         off = float(np.clip(off, -0.5, 0.5))
     else:
         off = 0.0
-    return (j + off) * params.core_step_px, diag
+    return r_start + (j + off) * params.core_step_px, diag
 
 
 # ----------------------------------------------------------------------------------------
@@ -1078,6 +1124,8 @@ def localize_fiber(
     rng = np.random.default_rng(params.ransac_seed)
     best = None
     for c in top:
+        if best is not None and best["quality"] >= params.refine_accept_quality:
+            break  # good enough: skip the remaining candidates (fast profiles)
         c_full = _Model(c.cx * k + off, c.cy * k + off, c.a * k, c.b * k, c.phi)
         r = _refine(img, c_full, rect_f, params, rng)
         if r is None:
