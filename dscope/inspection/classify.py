@@ -47,6 +47,8 @@ class ClassificationParams(StrictModel):
     edge_band_um: float = Field(ge=0, description="a defect within this distance of the cladding boundary touches it")
     ring_gap_px: int = Field(ge=0, le=20, description="gap between a defect and its local-background ring")
     ring_width_px: int = Field(ge=1, le=30, description="width of the local-background ring")
+    min_ring_px: int = Field(ge=3, description="fewer ring pixels: the detection's glass noise is used instead")
+    sharpness_smooth_sigma_px: float = Field(gt=0, le=3, description="Gaussian smoothing before the boundary gradient")
     profile_margin_px: int = Field(ge=0, le=10, description="cross-section integration reaches this far past the mask")
     pixel_extent_px: float = Field(ge=0, le=2, description="added to centre-to-centre sizes (pixel footprint)")
     min_noise_sigma: float = Field(gt=0, description="floor of the local noise used for contrast-to-noise")
@@ -284,9 +286,10 @@ def characterize(
         others = (labels[cy0:cy1, cx0:cx1] > 0) & ~m
         ring = (cv2.dilate(m8, k_ring) > 0) & ~(cv2.dilate(m8, k_gap) > 0) & ~others
         ring_vals = res[ring]
-        bg_level = float(np.median(ring_vals)) if ring_vals.size >= 8 else 0.0
-        noise = MAD_TO_SIGMA * float(np.median(np.abs(ring_vals - bg_level))) if ring_vals.size >= 8 else 0.0
-        noise = max(noise, detection.noise_sigma if ring_vals.size < 8 else 0.0, params.min_noise_sigma)
+        enough = ring_vals.size >= params.min_ring_px
+        bg_level = float(np.median(ring_vals)) if enough else 0.0
+        noise = MAD_TO_SIGMA * float(np.median(np.abs(ring_vals - bg_level))) if enough else 0.0
+        noise = max(noise, 0.0 if enough else detection.noise_sigma, params.min_noise_sigma)
         inside = res[m] - bg_level
         contrast = float(np.percentile(inside, 90)) if inside.size else 0.0
         # geometry of the mask
@@ -329,7 +332,7 @@ def characterize(
         depth = float(np.median(res[skel] - bg_level)) if skel.any() else contrast
         width_prof = integral / max(depth * skel_len_ext, 1e-6) if depth > 0 else rect_wid
         # edge sharpness: boundary gradient per unit contrast
-        sm = cv2.GaussianBlur(res, (0, 0), 0.7)
+        sm = cv2.GaussianBlur(res, (0, 0), params.sharpness_smooth_sigma_px)
         gxm = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3) / 8.0
         gym = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3) / 8.0
         gmag = np.sqrt(gxm * gxm + gym * gym)

@@ -83,6 +83,8 @@ class DetectionParams(StrictModel):
     gain_degree: int = Field(ge=0, le=2, description="illumination gain polynomial degree (0 = off)")
     gain_step_px: int = Field(ge=1, le=64, description="sub-sampling step of the gain fit")
     gain_reject_sigma: float = Field(gt=0, description="outlier rejection of the gain fit, in sigmas")
+    gain_min: float = Field(gt=0, le=1, description="lower clip of the illumination gain")
+    gain_max: float = Field(ge=1, description="upper clip of the illumination gain")
     sigma_quant: float = Field(gt=0, le=4, description="grey-level quantum of the radial noise profile")
     smooth_sigma_px: float = Field(ge=0, le=5, description="Gaussian smoothing of the residual (0 = none)")
     tile_grid: int = Field(ge=1, le=8, description="zones are split in tile_grid x tile_grid tiles for local stats")
@@ -290,6 +292,7 @@ def detect(
     bg, _ = M.radial_profile_background(
         img, r_map, context, params.radial_bin_px, params.min_bin_count,
         params.gain_degree, params.gain_step_px, params.gain_reject_sigma, params.center_flat_um * ppu,
+        (params.gain_min, params.gain_max),
     )
     resid = img.astype(np.float32) - bg
     if params.smooth_sigma_px > 0:

@@ -199,6 +199,7 @@ def radial_profile_background(
     gain_step_px: int,
     gain_reject_sigma: float,
     center_flat_px: float = 0.0,
+    gain_limits: tuple[float, float] = (0.0, np.inf),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Background = median radial profile (over angle) x smooth illumination gain.
 
@@ -284,7 +285,7 @@ def radial_profile_background(
     gain = np.float32(coef[0]) + np.float32(coef[1]) * gx + np.float32(coef[2]) * gy
     if gain_degree >= 2:
         gain = gain + np.float32(coef[3]) * gx * gx + np.float32(coef[4]) * gx * gy + np.float32(coef[5]) * gy * gy
-    gain = np.clip(gain, 0.2, 5.0).astype(np.float32)
+    gain = np.clip(gain, gain_limits[0], gain_limits[1]).astype(np.float32)
     # second profile on the de-shaded image
     flat = np.clip(gray.astype(np.float32) / gain, 0, 255).astype(np.uint8)
     profile = _flatten_center(binned_median(flat[mask], b, n_bins, min_bin_count), bin_px, center_flat_px)
