@@ -95,19 +95,21 @@ def _summarise(rows: list[dict]) -> dict:
         "n_no_fiber": len(nf),
         "time_ms_median": _pct([r["time_ms"] for r in rows], 50),
         "time_ms_p95": _pct([r["time_ms"] for r in rows], 95),
+        "cpu_ms_median": _pct([r["cpu_ms"] for r in rows], 50),
     }
 
 
 def _run_one(img, truth, params, spec):
     ratio = (truth.core_um / truth.cladding_um) if truth.has_fiber else None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         g = localize_fiber(img, params, core_to_cladding_ratio=ratio, graded_index=spec.graded_index)
         err = None
     except DScopeError as exc:
         g, err = None, exc.code
     dt = (time.perf_counter() - t0) * 1e3
-    row = {"has_fiber": truth.has_fiber, "localized": g is not None, "error": err, "time_ms": dt,
+    cpu = (time.process_time() - c0) * 1e3
+    row = {"has_fiber": truth.has_fiber, "localized": g is not None, "error": err, "time_ms": dt, "cpu_ms": cpu,
            "in_frame_fraction": truth.in_frame_fraction}
     if g is not None and truth.has_fiber:
         row["center_err_px"] = math.hypot(g.center_px[0] - truth.center_px[0], g.center_px[1] - truth.center_px[1])
@@ -126,7 +128,7 @@ def _fmt(v, spec=".3f"):
 
 def _print_table(title: str, summaries: dict[str, dict]):
     print(f"\n== {title}")
-    hdr = f"{'condition':24s} {'n':>4s} {'ce_med':>7s} {'ce_p95':>7s} {'r%_med':>7s} {'r%_p95':>7s} {'core%':>7s} {'<=1%':>6s} {'loc80':>6s} {'falseL':>6s} {'ms_med':>7s} {'ms_p95':>7s}"
+    hdr = f"{'condition':24s} {'n':>4s} {'ce_med':>7s} {'ce_p95':>7s} {'r%_med':>7s} {'r%_p95':>7s} {'core%':>7s} {'<=1%':>6s} {'loc80':>6s} {'falseL':>6s} {'ms_med':>7s} {'ms_p95':>7s} {'cpu_ms':>7s}"
     print(hdr)
     for k, s in summaries.items():
         print(
@@ -134,8 +136,30 @@ def _print_table(title: str, summaries: dict[str, dict]):
             f"{_fmt(s['radius_rel_err_pct_median'])!s:>7s} {_fmt(s['radius_rel_err_pct_p95'])!s:>7s} "
             f"{_fmt(s['core_rel_err_pct_median'], '.2f')!s:>7s} {_fmt(s['within_1pct_share'], '.2f')!s:>6s} "
             f"{_fmt(s['localized_share_in_frame_80'], '.2f')!s:>6s} {s['false_localizations']:>3d}/{s['n_no_fiber']:<2d} "
-            f"{_fmt(s['time_ms_median'], '.1f')!s:>7s} {_fmt(s['time_ms_p95'], '.1f')!s:>7s}"
+            f"{_fmt(s['time_ms_median'], '.1f')!s:>7s} {_fmt(s['time_ms_p95'], '.1f')!s:>7s} {_fmt(s['cpu_ms_median'], '.1f')!s:>7s}"
         )
+
+
+def bench_sizes(loc: dict, sizes: list[tuple[int, int]], n: int, seed: int) -> dict:
+    """Time per image (best of 3 runs, wall ms) for each profile and image size on clean random fibers."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for w, h in sizes:
+        imgs = [render(random_spec(rng, "clean", width=w, height=h))[0] for _ in range(n)]
+        for p, params in loc.items():
+            best = []
+            for img in imgs:
+                ts = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    try:
+                        localize_fiber(img, params)
+                    except DScopeError:
+                        pass
+                    ts.append((time.perf_counter() - t0) * 1e3)
+                best.append(min(ts))
+            out[f"{p} {w}x{h}"] = {"median_ms": _pct(best, 50), "max_ms": float(max(best))}
+    return out
 
 
 def bench_calibration(cal: CalibrationParams, n: int, seed: int) -> dict:
@@ -177,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=1536)
     ap.add_argument("--profiles", default="fast_scan,deep_inspection")
     ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--timing-sizes", default="640x480,1280x960,2048x1536", help="image sizes of the timing sweep ('' = off)")
+    ap.add_argument("--timing-images", type=int, default=4, help="images per size in the timing sweep")
     ap.add_argument("--out", type=Path, default=None, help="write all figures as JSON")
     args = ap.parse_args(argv)
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
@@ -203,6 +229,13 @@ def main(argv=None) -> int:
             print(f"   miss: {r['condition']} seed={r['seed']} in_frame={r['in_frame_fraction']:.2f} err={r['error']} "
                   f"ce={_fmt(r.get('center_err_px'))} re%={_fmt(r.get('radius_rel_err', float('nan')) * 100)}")
         report["profiles"][p] = {"summary": summ, "rows": rows[p]}
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.timing_sizes.split(",") if s.strip()]
+    if sizes and args.timing_images > 0:
+        t = bench_sizes(loc, sizes, args.timing_images, args.seed + 2)
+        print("\n== time per image (best of 3, wall ms, clean fibers)")
+        for k, v in t.items():
+            print(f"{k:32s} median {v['median_ms']:7.1f}  max {v['max_ms']:7.1f}")
+        report["timing"] = t
     if args.dot_grids > 0:
         c = bench_calibration(cal, args.dot_grids, args.seed + 1)
         print(f"\n== calibration on {c['n']} dot grids: failures {c['failures']}, |rel err| median {_fmt(c['rel_err_pct_median'], '.4f')} %, "

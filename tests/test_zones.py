@@ -113,3 +113,22 @@ def test_zones_of_synthetic_defects_match_truth(seed, ratio):
     assert len(t.defects) >= 3
     for d, n in zip(t.defects, names):
         assert n == d.zone
+
+
+def test_select_zones_and_crops():
+    from dscope.inspection.zones import select_zones, zone_crop
+
+    assert [z.name for z in select_zones(IEC_SM, ["contact", "core"])] == ["core", "contact"]
+    assert select_zones(IEC_SM, None) == IEC_SM
+    with pytest.raises(DScopeError) as exc:
+        select_zones(IEC_SM, ["ferrule"])
+    assert exc.value.code == "bad_argument" and "ferrule" in exc.value.message
+    geom = _circle()
+    gray = np.random.default_rng(3).integers(1, 255, (400, 460)).astype(np.uint8)
+    roi = fiber_roi(gray.shape, geom, 125 * 0.8, 2)
+    for m in build_zone_masks(gray.shape, geom, IEC_SM, 0.8, roi):
+        crop = zone_crop(gray, m)
+        x, y, w, h = m.roi_xywh
+        assert crop.shape == (h, w)
+        assert np.array_equal(crop[m.mask], gray[y : y + h, x : x + w][m.mask])
+        assert not crop[~m.mask].any()

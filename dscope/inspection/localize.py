@@ -84,8 +84,10 @@ class LocalizationParams(StrictModel):
     contour_max_fits: int = Field(ge=1, le=2000, description="longest contours fitted with fitEllipse per source (bounded work)")
     contour_fit_tol_px: float = Field(gt=0, description="median distance (downscaled px) of a contour to its ellipse for it to be a candidate")
     contour_max_candidates: int = Field(ge=1, le=200, description="largest well-fitting contour ellipses kept per source")
-    canny_strong_quantile: float = Field(gt=0.5, lt=1, description="quantile of the gradient magnitude that stands for the strongest edges")
-    canny_strong_frac: float = Field(gt=0, le=1, description="first Canny pass: high threshold = this share of that quantile")
+    canny_strong_top_px: int = Field(
+        ge=4, description="the gradient magnitude of the strongest this-many pixels (downscaled) stands for the strongest edge"
+    )
+    canny_strong_frac: float = Field(gt=0, le=1, description="first Canny pass: high threshold = this share of that magnitude")
     max_candidates: int = Field(ge=1, le=200, description="cap on all coarse candidates scored")
     refine_accept_quality: float = Field(
         gt=0, le=2, description="stop refining further candidates once one is accepted with this quality (> 1 = refine all)"
@@ -608,7 +610,9 @@ class _Coarse:
         """fitEllipse on the contours that are well explained by an ellipse, largest first."""
         p = self.params
         contours = [c for c in contours if len(c) >= p.contour_min_points]
-        contours.sort(key=len, reverse=True)
+        # largest extent first: a fiber boundary spans a large box, texture squiggles do not
+        ext = [sum(cv2.boundingRect(c)[2:]) for c in contours]
+        contours = [c for _, c in sorted(zip(ext, contours), key=lambda t: -t[0])]
         out = []
         for c in contours[: p.contour_max_fits]:
             (cx, cy), (d1, d2), ang = cv2.fitEllipse(c)
@@ -629,7 +633,9 @@ class _Coarse:
         p = self.params
         sobel_noise = self.noise_small * math.sqrt(12.0)
         # 1. strong edges: relative to the strongest structures of the frame (the fiber edge, usually)
-        hi_strong = max(p.canny_high_snr * sobel_noise, p.canny_strong_frac * self._quantile(p.canny_strong_quantile))
+        n_top = max(1, int(p.canny_strong_top_px / 2))  # the magnitude map is subsampled 2x per axis
+        top = float(np.partition(self.mag, self.mag.size - n_top)[self.mag.size - n_top]) if self.mag.size > n_top else 0.0
+        hi_strong = max(p.canny_high_snr * sobel_noise, p.canny_strong_frac * top)
         edges = self._canny(hi_strong)
         cs, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
         first = self._fit_contours(cs)
@@ -875,8 +881,8 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
     return float(offs[0] + loc * step), diag
 
 
-def _glass_polarity(img, model: _Model, rect, params: LocalizationParams, fallback: int) -> int:
-    """+1 when the glass is brighter than the ferrule, -1 when darker (medians of two rings)."""
+def _glass_polarity(img, model: _Model, rect, params: LocalizationParams, fallback: int) -> tuple[int, float]:
+    """(+1 when the glass is brighter than the ferrule, -1 when darker; |glass - ferrule| grey), from two rings."""
     th = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     f_in = np.linspace(params.polarity_inner_frac[0], params.polarity_inner_frac[1], 6)
     f_out = np.linspace(params.polarity_outer_frac[0], params.polarity_outer_frac[1], 6)
@@ -888,9 +894,9 @@ def _glass_polarity(img, model: _Model, rect, params: LocalizationParams, fallba
         my = (model.cy + r * np.sin(th)[:, None]).astype(np.float32)
         ok = (mx >= x0) & (mx <= x1 - 1) & (my >= y0) & (my <= y1 - 1)
         if ok.sum() < 8:
-            return fallback
+            return fallback, 0.0
         levels.append(float(np.median(_remap_crop(img, mx, my)[ok])))
-    return 1 if levels[0] >= levels[1] else -1
+    return (1 if levels[0] >= levels[1] else -1), abs(levels[0] - levels[1])
 
 
 def _strength(r: dict) -> float:
@@ -899,7 +905,7 @@ def _strength(r: dict) -> float:
     A particle on the edge or a pit can be a perfect small circle; the fiber is the
     boundary with the most contrast along the most length.
     """
-    return r["quality"] * r["step_gray"] * r["model"].a
+    return r["quality"] * r["contrast_gray"] * r["model"].a
 
 
 def _in_frame_fraction(model: _Model, shape_hw, rect, n: int = 48) -> float:
@@ -1131,11 +1137,14 @@ def localize_fiber(
         if r is None:
             continue
         q_fit = 1.0 / (1.0 + r["rms_px"] / params.quality_rms_scale_px)
+        # contrast of the boundary: the local step on the rays, or glass vs ferrule level (a boundary
+        # marked mainly by a rim line has a small local step but a clear glass/ferrule difference)
+        r["contrast_gray"] = max(r["step_gray"], _glass_polarity(img, r["model"], rect_f, params, r["polarity"])[1])
         r["quality"] = float(np.clip(r["support"] * q_fit * math.sqrt(r["coverage"]), 0.0, 1.0))
         r["accepted"] = (
             r["support"] >= params.min_edge_support
             and r["n_inliers"] >= params.min_edge_points
-            and r["step_gray"] >= params.min_step_gray
+            and r["contrast_gray"] >= params.min_step_gray
             and r["quality"] >= params.min_quality
         )
         if not r["accepted"]:
@@ -1184,6 +1193,7 @@ def localize_fiber(
         "n_valid_rays": best["n_valid"],
         "angular_coverage": best["coverage"],
         "step_gray": best["step_gray"],
+        "contrast_gray": best["contrast_gray"],
         "radius_std_px": best["radius_std_px"],
         "usable_rect_xywh": (rect_f[2], rect_f[0], rect_f[3] - rect_f[2], rect_f[1] - rect_f[0]),
         "boundary_offset_px": delta,
@@ -1199,6 +1209,6 @@ def localize_fiber(
         quality=best["quality"],
         method=f"coarse+ray_{best['kind']}_fit",
         in_frame_fraction=in_frame,
-        glass_polarity="bright" if _glass_polarity(img, mdl, rect_f, params, best["polarity"]) > 0 else "dark",
+        glass_polarity="bright" if _glass_polarity(img, mdl, rect_f, params, best["polarity"])[0] > 0 else "dark",
         diagnostics=diagnostics,
     )

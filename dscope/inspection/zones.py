@@ -184,3 +184,47 @@ def zone_of_points(
             names[i] = z.name
         assigned |= hit
     return names
+
+
+def select_zones(zone_defs: Sequence[ZoneDef], names: Sequence[str] | None) -> list[ZoneDef]:
+    """The zones named in ``names`` (``--zones core,cladding``), in rule-set order; all when ``names`` is None.
+
+    Raises
+    ------
+    DScopeError
+        ``bad_argument`` naming the unknown zone(s) and the available ones.
+
+    Examples
+    --------
+    >>> zs = [ZoneDef("core", 0, 25), ZoneDef("cladding", 25, 115)]
+    >>> [z.name for z in select_zones(zs, ["cladding"])]
+    ['cladding']
+    """
+    if names is None:
+        return list(zone_defs)
+    wanted = [n.strip() for n in names if n and n.strip()]
+    known = [z.name for z in zone_defs]
+    unknown = sorted(set(wanted) - set(known))
+    if unknown or not wanted:
+        raise DScopeError("bad_argument", f"unknown zone(s) {unknown or wanted}; this rule set has {known}")
+    return [z for z in zone_defs if z.name in wanted]
+
+
+def zone_crop(gray: np.ndarray, zone: ZoneMask, fill: int = 0) -> np.ndarray:
+    """The zone's ROI crop of ``gray`` with pixels outside the zone set to ``fill`` (for ``--save-zones``).
+
+    Examples
+    --------
+    >>> g = FiberGeometry(center_px=(10.0, 10.0), cladding_radius_px=8.0)
+    >>> m = build_zone_masks((20, 20), g, [ZoneDef("core", 0, 8)], 1.0, fiber_roi((20, 20), g, 4.0, 0))[0]
+    >>> crop = zone_crop(np.full((20, 20), 200, np.uint8), m)
+    >>> crop.shape == m.mask.shape and int(crop.max()) == 200 and int(crop.min()) == 0
+    True
+    """
+    x, y, w, h = zone.roi_xywh
+    img = np.asarray(gray)
+    if img.ndim != 2 or y + h > img.shape[0] or x + w > img.shape[1]:
+        raise DScopeError("bad_argument", f"zone ROI {zone.roi_xywh} does not fit the image of shape {img.shape}")
+    crop = img[y : y + h, x : x + w].copy()
+    crop[~zone.mask] = fill
+    return crop
