@@ -335,3 +335,16 @@ def test_docstring_examples_run():
     for mod in (rules_mod, grading_mod):
         res = doctest.testmod(mod)
         assert res.attempted > 0 and res.failed == 0, mod.__name__
+
+
+def test_cli_list_marks_unreadable_files(tmp_path, capsys, sm_pc_data):
+    (tmp_path / "broken.json").write_text("{ not json")
+    sm_pc_data["name"] = "good"
+    (tmp_path / "good.json").write_text(json.dumps(sm_pc_data))
+    assert main(["rules", "list", "--dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(l.startswith("broken") and "[unreadable]" in l for l in lines)
+    assert any(l.startswith("good") and "[" not in l for l in lines)
+    with pytest.raises(ConfigError) as ei:
+        load_rule_set("broken", tmp_path)
+    assert ei.value.code == "rule_set_invalid" and "broken.json" in ei.value.message
