@@ -908,7 +908,7 @@ def _strength(r: dict) -> float:
     return r["quality"] * r["contrast_gray"] * r["model"].a
 
 
-def _in_frame_fraction(model: _Model, shape_hw, rect, n: int = 48) -> float:
+def _in_frame_fraction(model: _Model, shape_hw, rect, n: int = 96) -> float:
     """Share of the cladding disk's area inside the usable frame (grid sampling, bounded)."""
     y0, y1, x0, x1 = rect
     g = (np.arange(n) + 0.5) / n * 2 - 1
@@ -918,7 +918,7 @@ def _in_frame_fraction(model: _Model, shape_hw, rect, n: int = 48) -> float:
     c, s = math.cos(model.phi), math.sin(model.phi)
     x = model.cx + u * c - v * s
     y = model.cy + u * s + v * c
-    inside = (x >= x0) & (x <= x1 - 1) & (y >= y0) & (y <= y1 - 1)
+    inside = (x >= x0 - 0.5) & (x < x1 - 0.5) & (y >= y0 - 0.5) & (y < y1 - 0.5)  # pixel areas
     return float(inside.mean())
 
 
