@@ -140,6 +140,8 @@ def main(argv=None) -> int:
             "n_defects": len(truth.defects), "n_detectable": sum(d.detectable for d in truth.defects),
             "truth": tv, "truth_all_defects": tv_all, "zones_agree": zones_agree(truth, rs),
             "truth_violations": [v.message for v in tg.violations] if tg else [],
+            "truth_rule_classes": sorted({v.rule.split(".")[1].split("[")[0].split("(")[0] for v in tg.violations})
+            if tg else [],
         }
         if pipeline is not None:
             t0 = time.perf_counter()
@@ -178,6 +180,10 @@ def main(argv=None) -> int:
             "confusion_truth_rows_pipeline_cols": confusion,
             "pipeline_s_per_image": t_pipe / n,
             "pipeline_errors": dict(Counter(r.get("pipeline_error") for r in rows if r.get("pipeline_error"))),
+            "false_pass_by_fiber_type": dict(Counter(r["fiber_type"] for r in truth_fail if r["pipeline"] == "PASS")),
+            "false_pass_truth_rule_classes": dict(Counter(
+                cls for r in truth_fail if r["pipeline"] == "PASS" for cls in r["truth_rule_classes"])),
+            "disagreements_by_fiber_type": dict(Counter(r["fiber_type"] for r in rows if r["pipeline"] != r["truth"])),
         })
     elif pipeline_error:
         summary["pipeline_unavailable"] = pipeline_error
@@ -196,6 +202,9 @@ def main(argv=None) -> int:
             print(f"  {t:<8}" + " " * 31 + "  ".join(f"{summary['confusion_truth_rows_pipeline_cols'][t][p]:>8}"
                                                      for p in STATUSES))
         print(f"pipeline: {summary['pipeline_s_per_image']:.3f} s/image; errors: {summary['pipeline_errors']}")
+        print(f"false passes by fiber type: {summary['false_pass_by_fiber_type']}; "
+              f"by broken truth rule class: {summary['false_pass_truth_rule_classes']}")
+        print(f"disagreements by fiber type: {summary['disagreements_by_fiber_type']}")
     elif "pipeline_unavailable" in summary:
         print(f"pipeline unavailable: {summary['pipeline_unavailable']}")
     print(f"render: {summary['render_s_per_image']:.3f} s/image; truth-side grade(): "
