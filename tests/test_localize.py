@@ -189,3 +189,15 @@ def test_params_reject_unknown_and_inconsistent_keys():
         LocalizationParams.model_validate({**base, "canny_low_snr": 9.0, "canny_high_snr": 3.0})
     with pytest.raises(ValidationError):
         LocalizationParams.model_validate({**base, "min_edge_support": 1.5})
+
+
+@pytest.mark.parametrize("noise", [2.0, 7.0])
+def test_big_defect_inside_is_not_the_fiber(noise, params):
+    """A high-contrast round blob on the glass is a perfect small circle; the fiber must still win."""
+    spec = SynthSpec(width=W, height=H, seed=14, noise_sigma=noise,
+                     defects=[DefectSpec("contamination", zone="cladding", size_um=30, contrast=70, polarity="dark"),
+                              DefectSpec("pit", zone="cladding", size_um=20, contrast=60)])
+    img, t = render(spec)
+    g = _loc(img, t, params)
+    assert _center_err(g, t) < 1.0
+    assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.025
