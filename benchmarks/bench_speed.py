@@ -45,9 +45,10 @@ def main(argv=None) -> int:
     ap.add_argument("--zones", default="core,cladding,adhesive,contact")
     ap.add_argument("--pipeline", action="store_true", help="also time the full pipeline per stage")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--config", default=None, help="configuration file (default: the shipped one)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
-    cfg = load_config()
+    cfg = load_config(args.config)
     names = tuple(args.zones.split(","))
     frames = []
     for i in range(args.n):

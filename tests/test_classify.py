@@ -7,7 +7,8 @@ import pytest
 
 from dscope.config import load_config
 from dscope.inspection.classify import (
-    CLASS_LETTERS, ClassificationParams, calibrate_confidence, characterize, classify_features,
+    CLASS_LETTERS, LOGISTIC_FEATURES, ClassificationParams, LogisticModel, calibrate_confidence, characterize,
+    classify_features, classify_logistic, feature_vector,
 )
 from dscope.inspection.detect import detect
 from dscope.inspection.types import Scale
@@ -144,3 +145,26 @@ def test_params_validation():
         ClassificationParams.model_validate({**data, "nope": 1})
     with pytest.raises(Exception):
         ClassificationParams.model_validate({**data, "confidence_calibration": [[0.5, 0.2], [0.4, 0.9]]})
+
+
+def test_shipped_logistic_model_on_clear_cases():
+    model = CP.logistic
+    assert model is not None and CP.classifier == "logistic"
+    line = _features(elongation=80, aspect_ratio=25, length_um=60, width_um=1.0, diameter_um=60, cnr=10,
+                     solidity=0.7, circularity=0.05, sharpness=0.2)
+    dot = _features(width_um=6, diameter_um=6, cnr=15, sharpness=0.25)
+    for f in (line, dot):
+        f.setdefault("width_um", 1.0)
+        f.setdefault("diameter_um", 5.0)
+        f.setdefault("cnr", 10.0)
+    assert classify_logistic(line, model) == "scratch"
+    assert classify_logistic(dot, model) == "pit"
+    assert len(feature_vector(line)) == len(LOGISTIC_FEATURES)
+
+
+def test_logistic_model_validation():
+    data = CP.logistic.model_dump()
+    with pytest.raises(Exception):
+        LogisticModel.model_validate({**data, "bias": data["bias"][:-1]})
+    with pytest.raises(Exception):
+        LogisticModel.model_validate({**data, "features": list(reversed(data["features"]))})

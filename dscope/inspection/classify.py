@@ -27,10 +27,11 @@ Class rules (in order):
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dscope.inspection.detect import Detection
 from dscope.inspection.methods import MAD_TO_SIGMA
@@ -41,6 +42,57 @@ from dscope.params import StrictModel
 CLASS_LETTERS = {"scratch": "S", "pit": "P", "chip": "H", "crack": "K", "contamination": "C"}
 
 
+#: Inputs of the logistic classifier, computed by :func:`feature_vector` (scale-free or in um).
+LOGISTIC_FEATURES: tuple[str, ...] = (
+    "log_elongation", "log_aspect_ratio", "solidity", "log_tortuosity", "log_branch_points", "circularity",
+    "sharpness", "touches_edge", "outside_fraction", "dark", "log_length_um", "log_width_um", "log_diameter_um",
+    "log_cnr",
+)
+
+
+def feature_vector(f: dict) -> list[float]:
+    """The :data:`LOGISTIC_FEATURES` of one defect's feature dictionary."""
+    lg = lambda v: math.log(max(float(v), 1e-3))  # noqa: E731
+    return [
+        lg(f["elongation"]), lg(f["aspect_ratio"]), float(f["solidity"]), lg(f["tortuosity"]),
+        math.log1p(float(f["branch_points"])), float(f["circularity"]), float(f["sharpness"]),
+        float(bool(f["touches_edge"])), float(f["outside_fraction"]), float(f["polarity"] == "dark"),
+        lg(f["length_um"]), lg(f["width_um"]), lg(f["diameter_um"]), lg(f["cnr"]),
+    ]
+
+
+class LogisticModel(StrictModel):
+    """Multinomial logistic regression on standardised :data:`LOGISTIC_FEATURES` (trained offline)."""
+
+    features: list[str]
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    weights: list[list[float]]  # n_features x n_classes
+    bias: list[float]
+    trained_on: str = ""
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        nf, nc = len(self.features), len(self.classes)
+        if list(self.features) != list(LOGISTIC_FEATURES):
+            raise ValueError(f"features must be {list(LOGISTIC_FEATURES)}")
+        if not set(self.classes) <= set(CLASS_LETTERS):
+            raise ValueError(f"unknown classes in {self.classes}")
+        if len(self.mean) != nf or len(self.std) != nf or len(self.weights) != nf or len(self.bias) != nc:
+            raise ValueError("logistic model dimensions do not match its feature and class lists")
+        if any(len(row) != nc for row in self.weights):
+            raise ValueError("every weights row needs one value per class")
+        return self
+
+
+def classify_logistic(f: dict, model: LogisticModel) -> str:
+    """Class with the highest logistic score."""
+    z = (np.asarray(feature_vector(f)) - np.asarray(model.mean)) / np.asarray(model.std)
+    logits = z @ np.asarray(model.weights) + np.asarray(model.bias)
+    return model.classes[int(np.argmax(logits))]
+
+
 class ClassificationParams(StrictModel):
     """Section ``classification``: measurement settings, class limits and confidence calibration."""
 
@@ -49,6 +101,7 @@ class ClassificationParams(StrictModel):
     ring_width_px: int = Field(ge=1, le=30, description="width of the local-background ring")
     min_ring_px: int = Field(ge=3, description="fewer ring pixels: the detection's glass noise is used instead")
     sharpness_smooth_sigma_px: float = Field(gt=0, le=3, description="Gaussian smoothing before the boundary gradient")
+    depth_percentile: float = Field(ge=50, le=100, description="percentile of a line's mask values taken as its depth")
     profile_margin_px: int = Field(ge=0, le=10, description="cross-section integration reaches this far past the mask")
     pixel_extent_px: float = Field(ge=0, le=2, description="added to centre-to-centre sizes (pixel footprint)")
     min_noise_sigma: float = Field(gt=0, description="floor of the local noise used for contrast-to-noise")
@@ -58,6 +111,7 @@ class ClassificationParams(StrictModel):
     line_min_elongation: float = Field(gt=1, description="skeleton_length^2 / area at which a defect is line-like")
     line_min_length_um: float = Field(ge=0, description="shortest line-like defect (shorter: compact)")
     line_min_aspect_ratio: float = Field(ge=1, description="minAreaRect length / width of a line-like defect")
+    line_min_sharpness: float = Field(ge=0, description="line-like defects softer than this are contamination")
     crack_min_tortuosity: float = Field(gt=1, description="skeleton length / end-to-end distance of a crack")
     crack_min_branches: int = Field(ge=1, description="skeleton branch points that make a line a crack")
     crack_max_solidity: float = Field(ge=0, le=1, description="a line this far from its convex hull is jagged: a crack")
@@ -70,6 +124,8 @@ class ClassificationParams(StrictModel):
     pit_min_solidity: float = Field(ge=0, le=1)
     pit_max_aspect_ratio: float = Field(ge=1)
     pit_dark_only: bool = Field(description="pits (missing glass) are darker than the background")
+    classifier: Literal["rules", "logistic"] = Field(description="feature rules, or the trained logistic model")
+    logistic: LogisticModel | None = Field(default=None, description="weights from benchmarks/train_classifier.py")
     confidence_calibration: list[tuple[float, float]] = Field(
         min_length=2, description="[detection score, share real] knots; confidence = piecewise-linear interpolation"
     )
@@ -201,6 +257,8 @@ def classify_features(f: dict, params: ClassificationParams) -> str:
         and f["aspect_ratio"] >= params.line_min_aspect_ratio
         and f["length_um"] >= params.line_min_length_um
     )
+    if line_like and f["sharpness"] < params.line_min_sharpness:
+        return "contamination"  # a soft streak (smear, film edge), not a cut in the glass
     if line_like:
         if (
             f["tortuosity"] >= params.crack_min_tortuosity
@@ -329,7 +387,8 @@ def characterize(
         # cross-section width: integrated contrast / (depth x length)
         prof_mask = (cv2.dilate(m8, k_prof) > 0) & ~others
         integral = float((res[prof_mask] - bg_level).sum()) * det_a  # signed: noise averages out
-        depth = float(np.median(res[skel] - bg_level)) if skel.any() else contrast
+        # ridge depth: the upper part of the mask's values (the skeleton can sit a pixel off the ridge)
+        depth = float(np.percentile(inside, params.depth_percentile)) if inside.size else contrast
         width_prof = integral / max(depth * skel_len_ext, 1e-6) if depth > 0 else rect_wid
         # edge sharpness: boundary gradient per unit contrast
         sm = cv2.GaussianBlur(res, (0, 0), params.sharpness_smooth_sigma_px)
@@ -352,16 +411,22 @@ def characterize(
             if zone_list:
                 zone_name = min(zone_list, key=lambda z: min(abs(r_c - z.inner_px), abs(r_c - z.outer_px))).name
         touched = [z.name for z in zone_list if np.any(z.mask[cy0:cy1, cx0:cx1] & m)]
-        length_um = skel_len_ext * (um if um else 1.0 / ppu)
+        to_um = um if um else 1.0 / ppu  # without a scale: the zoning scale (features only)
+        length_um = skel_len_ext * to_um
         feats = dict(
             elongation=float(elongation), tortuosity=float(tort), branch_points=int(branches),
             touches_edge=touches, outside_fraction=outside_fraction, sharpness=sharpness,
             circularity=circularity, solidity=solidity, aspect_ratio=aspect, polarity=cand.polarity,
             length_um=float(length_um),
+            width_um=float(min(width_prof, rect_wid) * to_um), diameter_um=float(diameter * to_um),
+            cnr=float(contrast / noise),
         )
         if contrast / noise < params.min_cnr and not touches:
             continue
-        cls = classify_features(feats, params)
+        if params.classifier == "logistic" and params.logistic is not None:
+            cls = classify_logistic(feats, params.logistic)
+        else:
+            cls = classify_features(feats, params)
         line = cls in ("scratch", "crack")
         length_px = skel_len_ext if line else rect_len
         width_px = float(min(width_prof, rect_wid)) if line else rect_wid
@@ -390,7 +455,7 @@ def characterize(
             polarity=cand.polarity,
             touches_cladding_edge=touches,
             features={
-                **{k: v for k, v in feats.items() if k != "length_um"},
+                **feats,
                 "score": float(cand.score),
                 "evidence": dict(cand.evidence),
                 "skeleton_length_px": float(skel_len_ext),

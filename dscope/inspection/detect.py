@@ -155,7 +155,7 @@ class Detection:
     confidence: np.ndarray  # float32 0..1
     labels: np.ndarray  # int32, 0 = background
     candidates: list[Candidate]
-    noise_sigma: float  # robust noise of the glass residual, grey levels
+    noise_sigma: float  # robust noise of the glass residual at analysis scale, grey levels
     background: np.ndarray | None = None  # float32 background model at analysis scale (see residual_patch)
     analysis_scale: float = 1.0  # analysis pixels per image pixel (1 / integer)
 
@@ -282,8 +282,9 @@ def detect(
     if union.sum() < params.min_tile_px:
         return empty_detection(roi)
 
+    half = (kdown - 1) / 2.0  # an analysis pixel is the mean of a kdown x kdown block: its centre
     r_map = M.normalized_radius_map(
-        (hs, ws), (x0, y0), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
+        (hs, ws), (x0 + half, y0 + half), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
     )
     lap("crop_downscale")
     # ---- background model and residual -----------------------------------------------------
