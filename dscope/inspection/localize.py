@@ -1157,7 +1157,9 @@ def localize_fiber(
         concentric = math.hypot(bm.cx - rm.cx, bm.cy - rm.cy) < 0.05 * max(bm.a, rm.a) + 2
         if concentric and rm.a > 1.15 * bm.a:
             best = r
-        elif not concentric and _strength(r) > _strength(best):
+        elif concentric and bm.a > 1.15 * rm.a:
+            pass  # r is the core (or a ring inside the glass)
+        elif _strength(r) > _strength(best):  # two fits of the same boundary, or unrelated circles
             best = r
     if best is None:
         raise LocalizationError(
