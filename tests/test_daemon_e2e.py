@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dscope.errors import DScopeError
 from dscope.ipc.client import ControlClient, Subscriber
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -90,12 +91,15 @@ class DaemonProc:
              str(self.hot), "--state-dir", str(self.state), "--pub", self.pub, "--control", self.control],
             stdout=subprocess.DEVNULL, stderr=self._err, env=self.env, cwd=str(REPO),
         )
+        deadline = time.monotonic() + 60
         with ControlClient(self.control, timeout_s=5) as c:
-            try:
-                return c.wait_ready(timeout_s=60)
-            except Exception:
-                self.proc.kill()
-                raise AssertionError(self.log_text())
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    return c.wait_ready(timeout_s=0.5)
+                except DScopeError:
+                    continue
+        self.kill()
+        raise AssertionError(f"daemon did not start (rc {self.proc.returncode}):\n{self.log_text()}")
 
     def ctl(self, req: dict, timeout_s: float = 30) -> dict:
         with ControlClient(self.control, timeout_s=timeout_s) as c:
@@ -221,10 +225,14 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
         (d.hot / "broken.png").write_bytes(b"this is not a png at all" * 10)
         expected["broken.png"] = sha256(d.hot / "broken.png")
         (d.hot / "partial.png.part").write_bytes(b"x")
+        # a symlink to a file outside the hot folder is refused, never read
+        secret = synth_png(outside / "secret.png", 7)
+        (d.hot / "link.png").symlink_to(secret)
+        expected["link.png"] = None
         expected["early.png"] = early_sha
 
-        verdicts, states = collect(sub, 5)
-        assert len(verdicts) == 5, d.log_text()[-3000:]
+        verdicts, states = collect(sub, 6)
+        assert len(verdicts) == 6, d.log_text()[-3000:]
         # nothing more arrives (exactly once)
         extra, more_states = collect(sub, 1, timeout_s=1.0)
         assert extra == []
@@ -241,18 +249,22 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
         assert doc["image"]["sha256"] == expected[name]
         if name == "broken.png":
             assert doc["status"] == "ERROR" and doc["error"]["code"] == "unreadable_image"
+        elif name == "link.png":
+            assert doc["status"] == "ERROR" and doc["error"]["code"] == "path_refused"
         else:
             assert doc["status"] in GOOD, doc.get("error")
         assert Path(v["stored_as"]).parent == d.hot / ("failed" if doc["status"] == "ERROR" else "done")
         stored = Path(v["stored_as"])
-        assert stored.is_file() and json.loads(stored.with_suffix(".json").read_text()) == doc
+        assert (stored.is_symlink() if name == "link.png" else stored.is_file())
+        assert json.loads(stored.with_suffix(".json").read_text()) == doc
     assert Path(by_name["copied.png"]["stored_as"]).name == "copied-1.png"  # collision: nothing overwritten
     assert sha256(d.hot / "done" / "copied.png") == sha256(d.hot / "failed" / "copied.png") != expected["copied.png"]
     assert sorted(p.name for p in d.hot.iterdir()) == ["done", "failed", "partial.png.part"]
     kept = sorted(p.name for p in (d.hot / "done").iterdir()) + sorted(p.name for p in (d.hot / "failed").iterdir())
-    assert len(kept) == 2 + 2 * 5  # the two collision files + image and JSON of each verdict: nothing lost
+    assert len(kept) == 2 + 2 * 6  # the two collision files + image and JSON of each verdict: nothing lost
+    assert secret.exists()
     seqs = sorted(v["seq"] for v in verdicts)
-    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    assert seqs == list(range(seqs[0], seqs[0] + 6))
     # state changes were published with old and new state, and the bench ends idle
     pairs = [(s["old"], s["new"]) for s in states]
     assert ("idle", "inspecting") in pairs and ("inspecting", "reporting") in pairs and pairs[-1] == ("reporting", "idle")
@@ -269,7 +281,7 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
 
     # control: status is the late-joiner snapshot
     st = d.ctl({"cmd": "status"})
-    assert st["ok"] and st["state"] == "idle" and st["counts"]["verdicts"] == 5
+    assert st["ok"] and st["state"] == "idle" and st["counts"]["verdicts"] == 6
     assert st["last_verdict"]["seq"] == max(seqs) and st["settings"]["profile"] == "fast_scan"
     # control: error replies, never a crash
     with ControlClient(d.control, timeout_s=10) as c:
@@ -297,6 +309,19 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
         assert r["verdict"]["source"] == {"kind": "request", "path": str(req_img)}
         assert r["verdict"]["result"]["fiber_type"] == "mm" and r["verdict"]["result"]["status"] in GOOD
         assert req_img.exists()
+
+    # the command-line clients
+    cli = [sys.executable, "-m", "dscope"]
+    p = subprocess.run([*cli, "ctl", "--control", d.control, "status"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["state"] == "idle"
+    p = subprocess.run([*cli, "ctl", "--control", d.control, "set_profile", "nope"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and json.loads(p.stdout)["error"]["code"] == "config_invalid"
+    p = subprocess.run([*cli, "subscribe", "--pub", d.pub, "--topic", "heartbeat", "--count", "2", "--timeout", "20"],
+                       capture_output=True, text=True, timeout=60)
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert p.returncode == 0 and [x["topic"] for x in lines] == ["heartbeat", "heartbeat"]
+    assert lines[1]["seq"] == lines[0]["seq"] + 1
 
     # systemd: READY, WATCHDOG pings while the loop runs, RELOADING on SIGHUP, STOPPING on SIGTERM
     d.proc.send_signal(signal.SIGHUP)
@@ -349,7 +374,7 @@ def test_crash_recovery_publishes_stored_verdict_without_reinspecting(daemon_fac
     st = d.start()
     assert st["ok"]
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and img.exists():
+    while time.monotonic() < deadline and not (db_rows(d.state)[0]["finalized"] and not img.exists()):
         time.sleep(0.05)
     assert not img.exists() and (d.hot / "done" / "interrupted.png").is_file()
     assert json.loads((d.hot / "done" / "interrupted.json").read_text()) == doc
@@ -364,15 +389,57 @@ def test_per_image_timeout_gives_error_and_daemon_keeps_serving(daemon_factory, 
     d = daemon_factory(daemon_overrides={"image_timeout_s": 0.001})
     d.hot.mkdir()
     d.start()
-    with Subscriber(d.pub, ["verdict", "heartbeat"]) as sub:
+    with Subscriber(d.pub, ["verdict", "heartbeat", "state"]) as sub:
         wait_live(sub)
         shutil.copy(synth_png(tmp_path / "slow.png", 21), d.hot / "slow.png")
-        verdicts, _ = collect(sub, 1, timeout_s=60)
+        verdicts, states = collect(sub, 1, timeout_s=60)
         assert len(verdicts) == 1
         v = verdicts[0]
         assert v["status"] == "ERROR" and v["result"]["error"]["code"] == "timeout"
         assert Path(v["stored_as"]).parent == d.hot / "failed"
+        while not states or states[-1]["new"] != "idle":  # back to idle after reporting
+            msg = sub.recv(timeout_s=30)
+            assert msg is not None
+            if msg[0] == "state":
+                states.append(msg[1])
         assert d.ctl({"cmd": "status"})["state"] == "idle"
+        # the replacement worker serves the next image too
+        shutil.copy(synth_png(tmp_path / "next.png", 22), d.hot / "next.png")
+        verdicts, _ = collect(sub, 1, timeout_s=60)
+        assert [Path(v["source"]["path"]).name for v in verdicts] == ["next.png"]
     r = d.ctl({"cmd": "shutdown"})
     assert r == {"ok": True, "stopping": True}
     assert d.proc.wait(60) == 0
+
+
+def test_sigterm_mid_burst_then_restart_loses_and_repeats_nothing(daemon_factory, tmp_path):
+    d = daemon_factory()
+    d.hot.mkdir()
+    src = [synth_png(tmp_path / f"s{i}.png", 30 + i) for i in range(3)]
+    names = [f"b{i:02d}.png" for i in range(20)]
+    d.start()
+    with Subscriber(d.pub, ["verdict", "heartbeat"]) as sub:
+        wait_live(sub)
+        for i, name in enumerate(names):
+            shutil.copy(src[i % 3], d.hot / name)
+        first, _ = collect(sub, 1)  # at least one image is through; stop while others are queued
+        assert d.terminate() == 0
+        while (msg := sub.recv(timeout_s=0.5)) is not None:  # verdicts of the images that were finishing
+            if msg[0] == "verdict":
+                first.append(msg[1])
+    done_first = {Path(v["source"]["path"]).name for v in first}
+    left = {p.name for p in d.hot.iterdir() if p.is_file()}
+    assert done_first and left, "SIGTERM should have arrived while images were still queued"
+    assert not (done_first & left) and done_first | left == set(names)
+    assert len(db_rows(d.state)) == len(done_first)
+    d.start()
+    with Subscriber(d.pub, ["verdict", "heartbeat"]) as sub:
+        wait_live(sub)
+        rest, _ = collect(sub, len(left))
+        more, _ = collect(sub, 1, timeout_s=1.0)
+    assert {Path(v["source"]["path"]).name for v in rest} == left and more == []
+    rows = db_rows(d.state)
+    assert len(rows) == len(names) and len({r["source_path"] for r in rows}) == len(names)
+    assert all(r["published"] == 1 and r["finalized"] == 1 for r in rows)
+    assert not [p for p in d.hot.iterdir() if p.is_file()]
+    assert d.terminate() == 0
