@@ -81,6 +81,7 @@ class DaemonProc:
         self.config_path.write_text(json.dumps(data))
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.extra_args: list[str] = []
         self.stderr_path = tmp / f"daemon-{time.monotonic_ns()}.log"
 
     def start(self) -> dict:
@@ -88,7 +89,8 @@ class DaemonProc:
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dscope", "daemon", "--config", str(self.config_path), "--hot-folder",
-             str(self.hot), "--state-dir", str(self.state), "--pub", self.pub, "--control", self.control],
+             str(self.hot), "--state-dir", str(self.state), "--pub", self.pub, "--control", self.control,
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self._err, env=self.env, cwd=str(REPO),
         )
         deadline = time.monotonic() + 60
@@ -442,4 +444,70 @@ def test_sigterm_mid_burst_then_restart_loses_and_repeats_nothing(daemon_factory
     assert len(rows) == len(names) and len({r["source_path"] for r in rows}) == len(names)
     assert all(r["published"] == 1 and r["finalized"] == 1 for r in rows)
     assert not [p for p in d.hot.iterdir() if p.is_file()]
+    assert d.terminate() == 0
+
+
+def test_camera_emulator_trigger_focus_and_calibrate(daemon_factory, tmp_path):
+    """The camera hook on pylon's emulator: a triggered frame takes the same path as a hot-folder image."""
+    pytest.importorskip("pypylon")
+    d = daemon_factory()
+    d.hot.mkdir()
+    d.extra_args = ["--camera", "emulated"]
+    st = d.start()
+    if st["state"] == "fault":
+        pytest.skip(f"pylon emulator not usable here: {st['error']}")
+    assert st["camera"]["connected"] is True
+    serial = st["camera"]["serial"]
+    with Subscriber(d.pub, ["verdict", "state", "heartbeat", "focus"]) as sub:
+        wait_live(sub)
+        r = d.ctl({"cmd": "trigger", "wait": True}, timeout_s=60)
+        assert r["ok"], r
+        v = r["verdict"]
+        assert v["source"]["kind"] == "camera" and v["source"]["serial"] == serial
+        png = Path(v["stored_as"])
+        assert png.is_file() and png.suffix == ".png" and png.is_relative_to(d.state / "frames")
+        assert json.loads(png.with_suffix(".json").read_text()) == v["result"]
+        import cv2
+
+        frame = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        assert v["result"]["image"]["path"] == str(png)
+        if v["result"]["image"]["width"]:
+            assert frame.shape[:2] == (v["result"]["image"]["height"], v["result"]["image"]["width"])
+        verdicts, states = collect(sub, 1, timeout_s=10)
+        assert verdicts and verdicts[0]["verdict_id"] == v["verdict_id"]
+        # focus: state focusing, focus messages published, a trigger is refused meanwhile
+        assert d.ctl({"cmd": "focus_start"}, timeout_s=30) == {"ok": True, "state": "focusing"}
+        focus = None
+        deadline = time.monotonic() + 30
+        while focus is None and time.monotonic() < deadline:
+            msg = sub.recv(timeout_s=1)
+            if msg and msg[0] == "focus":
+                focus = msg[1]
+        assert focus is not None and focus["schema"] == "dscope.focus"
+        r = d.ctl({"cmd": "trigger"})
+        assert r["ok"] is False and r["error"]["code"] == "invalid_state"
+        assert d.ctl({"cmd": "focus_stop"}, timeout_s=30)["ok"] is True
+        r = d.ctl({"cmd": "calibrate"}, timeout_s=60)
+        assert r["ok"] and Path(r["path"]).is_file()
+    rows = db_rows(d.state)
+    assert [(r["source_kind"], r["camera_serial"]) for r in rows] == [("camera", serial)]
+    assert d.terminate() == 0
+
+
+def test_camera_fault_keeps_serving_the_hot_folder(daemon_factory, tmp_path):
+    d = daemon_factory()
+    d.hot.mkdir()
+    d.extra_args = ["--camera", f"emulated:{tmp_path / 'no-such-folder'}"]
+    st = d.start()
+    assert st["state"] == "fault" and st["error"]["code"] in ("file_not_found", "camera_unavailable")
+    with Subscriber(d.pub, ["verdict", "heartbeat"]) as sub:
+        wait_live(sub)
+        shutil.copy(synth_png(tmp_path / "x.png", 41), d.hot / "x.png")
+        verdicts, _ = collect(sub, 1)
+    assert [Path(v["source"]["path"]).name for v in verdicts] == ["x.png"]
+    st = d.ctl({"cmd": "status"})
+    assert st["state"] == "fault" and st["counts"]["verdicts"] == 1
+    r = d.ctl({"cmd": "trigger"})
+    assert r["ok"] is False and r["error"]["code"] in ("invalid_state", "camera_unavailable")
+    assert d.ctl({"cmd": "reset"}) == {"ok": True, "state": "idle"}
     assert d.terminate() == 0

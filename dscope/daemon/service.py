@@ -233,14 +233,6 @@ class Daemon:
             ),
         )
         self.publisher.start()
-        self.control = ControlServer(
-            d.control_endpoint,
-            self._handle,
-            max_bytes=d.control_max_bytes,
-            linger_ms=d.control_linger_ms,
-            on_error=lambda exc: self.log.exception("control_handler_failed", error=str(exc)),
-        )
-        self.control.start()
         self._recover_unpublished()
         if d.hot_folder:
             self.hotfolder = HotFolder(
@@ -252,6 +244,15 @@ class Daemon:
             )
             self.hotfolder.start()
         self._start_camera()
+        # control last: a first answered "status" means the daemon is fully up
+        self.control = ControlServer(
+            d.control_endpoint,
+            self._handle,
+            max_bytes=d.control_max_bytes,
+            linger_ms=d.control_linger_ms,
+            on_error=lambda exc: self.log.exception("control_handler_failed", error=str(exc)),
+        )
+        self.control.start()
         self.log.info(
             "daemon_started",
             version=__version__,
@@ -523,15 +524,13 @@ class Daemon:
         payload = self._verdict_payload(
             verdict_id, doc, job.source, str(img_dst) if img_dst else None, recovered=recovered, timings=timings
         )
-        if publish:
-            seq = self.publisher.publish("verdict", payload)
-            self.store.mark_published(verdict_id)
-        else:
-            seq = None
-        with self._lock:
+        with self._lock:  # status() sees the counters and last verdict of everything published
+            seq = self.publisher.publish("verdict", payload) if publish else None
             self._last_verdict = {"seq": seq, **payload}
             self.counts["verdicts"] += 1
             self.counts[str(doc.get("status"))] += 1
+        if publish:
+            self.store.mark_published(verdict_id)
         self.log.info(
             "verdict",
             verdict_id=verdict_id,
@@ -622,7 +621,7 @@ class Daemon:
             "state_dir": str(self.state_dir),
             "pub": self.dcfg.pub_endpoint,
             "camera": {"spec": self.dcfg.camera, "serial": getattr(self.camera, "serial", None),
-                       "connected": getattr(self.camera, "connected", None)} if self.camera else None,
+                       "connected": getattr(self.camera, "connected", None)} if self.dcfg.camera != "none" else None,
             "seq": self.publisher.counter.current() if self.publisher else {},
             "last_verdict": last,
         }
@@ -713,6 +712,8 @@ class Daemon:
             self._on_camera_fault(DScopeError("camera_unavailable", f"camera support not installed: {exc}"))
         except DScopeError as exc:
             self._on_camera_fault(exc)
+        except Exception as exc:  # a driver error must not stop the hot folder from being served
+            self._on_camera_fault(DScopeError("camera_unavailable", f"{type(exc).__name__}: {exc}"))
 
     def _on_camera_fault(self, exc: DScopeError) -> None:
         self.log.error("camera_fault", code=exc.code, message=exc.message)
