@@ -330,6 +330,17 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "config_reloaded" not in [e.get("event") for e in d.log_events()]:
         time.sleep(0.1)
+    assert "config_reloaded" in [e.get("event") for e in d.log_events()]
+    # a broken file on reload: logged, old configuration kept, still serving
+    good_config = d.config_path.read_text()
+    d.config_path.write_text("{ not json")
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "reload_failed" not in [e.get("event") for e in d.log_events()]:
+        time.sleep(0.1)
+    assert "reload_failed" in [e.get("event") for e in d.log_events()]
+    assert d.ctl({"cmd": "status"})["settings"]["fiber_type"] == "mm"
+    d.config_path.write_text(good_config)
     assert d.terminate() == 0
     reading.clear()
     reader.join(5)

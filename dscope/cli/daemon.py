@@ -99,9 +99,19 @@ def cmd_subscribe(args) -> int:
                 print(f"dscope: no message within {args.timeout} s", file=sys.stderr)
                 return 1
             topic, body = msg
-            print(dumps(body), flush=True)
+            try:
+                print(dumps(body), flush=True)
+            except BrokenPipeError:  # e.g. `dscope subscribe | head`: the reader is gone, stop quietly
+                _silence_stdout()
+                return 0
             n += 1
     return 0
+
+
+def _silence_stdout() -> None:
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # ----------------------------------------------------------------------------- ctl
@@ -138,7 +148,10 @@ def cmd_ctl(args) -> int:
     req = parse_ctl_args(args.command, args.args)
     with ControlClient(endpoint, timeout_s=args.timeout) as client:
         reply = client.request(req)
-    print(json.dumps(reply, indent=2))
+    try:
+        print(json.dumps(reply, indent=2), flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
     return 0 if reply.get("ok") else 1
 
 
