@@ -98,6 +98,10 @@ class DaemonConfig(StrictModel):
     open_file_timeout_s: float = Field(
         default=120.0, gt=0, description="A file opened but never closed is processed after this long unchanged."
     )
+    rescan_interval_s: float = Field(
+        default=30.0, gt=0, le=86400,
+        description="Safety net: rescan the hot folder this often for files whose events were missed.",
+    )
     ignore_patterns: list[str] = Field(
         default_factory=lambda: [".*", "~*", "*~", "*.tmp", "*.part", "*.partial", "*.swp", "*.crdownload"],
         description="fnmatch patterns of temporary/hidden names that are never processed.",

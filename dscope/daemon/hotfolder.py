@@ -162,11 +162,17 @@ class HotFolder:
         self.rescan()
 
     def rescan(self) -> None:
-        """Queue (with a stability check) every file now in the folder that is not claimed."""
-        with os.scandir(self.folder) as it:
-            names = sorted(e.name for e in it if not e.is_dir(follow_symlinks=False))
+        """Queue (with a stability check) every file now in the folder that is neither claimed nor known."""
+        try:
+            with os.scandir(self.folder) as it:
+                names = sorted(e.name for e in it if not e.is_dir(follow_symlinks=False))
+        except OSError:
+            return
         for name in names:
-            self._add_pending(str(self.folder / name))
+            with self._lock:
+                known = name in self._pending or name in self._ready or name in self._claimed
+            if not known:
+                self._add_pending(str(self.folder / name))
 
     def stop(self) -> None:
         if self._observer is not None:

@@ -186,6 +186,7 @@ class Daemon:
         self._camera_exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._last_watchdog = 0.0
         self._last_status = 0.0
+        self._last_rescan = time.monotonic()
 
     # ------------------------------------------------------------------ settings
     @staticmethod
@@ -329,9 +330,12 @@ class Daemon:
                 self._stopping = True
                 stop_deadline = now + d.shutdown_timeout_s
                 self._drop_queued_hot_files()
-            if self._rescan.is_set() and self.hotfolder is not None:
+            if self.hotfolder is not None and not self._stopping and (
+                self._rescan.is_set() or now - self._last_rescan >= d.rescan_interval_s
+            ):
                 self._rescan.clear()
-                self.hotfolder.rescan()
+                self._last_rescan = now
+                self.hotfolder.rescan()  # files whose inotify events were missed (queue overflow, ...)
             # intake
             while self._inbox:
                 self._queue.append(self._inbox.popleft())
