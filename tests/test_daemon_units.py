@@ -253,3 +253,18 @@ def test_worker_pool_result_timeout_and_crash():
         assert pool.restarts == 2
     finally:
         pool.stop()
+
+
+def test_rescan_finds_files_without_events_and_keeps_claims(tmp_path):
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    hf = HotFolder(hot, _cfg(), EXTS)  # observer not started: no events at all
+    (hot / "missed.png").write_bytes(b"m" * 50)
+    hf.rescan()
+    got = _collect(hf, 1)
+    assert [p.name for p in got] == ["missed.png"]
+    hf.rescan()  # claimed: not handed out again
+    assert _collect(hf, 1, timeout_s=0.4) == []
+    hf.release(got[0])
+    hf.rescan()  # released but still there (e.g. a failed move): offered again for a retry
+    assert [p.name for p in _collect(hf, 1)] == ["missed.png"]
