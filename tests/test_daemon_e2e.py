@@ -326,13 +326,24 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
     assert lines[1]["seq"] == lines[0]["seq"] + 1
 
     # systemd: READY, WATCHDOG pings while the loop runs, RELOADING on SIGHUP, STOPPING on SIGTERM
+    # reload picks up a scale calibration named in the edited config file
+    good_config = d.config_path.read_text()
+    cal = {"schema": "dscope.calibration", "schema_version": "1.0.0", "um_per_px": 0.25,
+           "uncertainty_um_per_px": 0.0001, "n_dots": 412, "method": "dot_grid", "dot_spacing_um": 10.0,
+           "image": "grid.png", "timestamp": "2026-11-24T01:00:00Z", "details": {}}
+    (d.state / "calibration.json").write_text(json.dumps(cal))
+    edited = json.loads(good_config)
+    edited["daemon"]["calibration_file"] = "calibration.json"
+    d.config_path.write_text(json.dumps(edited))
     d.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "config_reloaded" not in [e.get("event") for e in d.log_events()]:
         time.sleep(0.1)
     assert "config_reloaded" in [e.get("event") for e in d.log_events()]
+    st = d.ctl({"cmd": "status"})
+    assert st["settings"]["calibration_path"] == str(d.state / "calibration.json")
+    assert st["settings"]["fiber_type"] == "mm"  # the operator's choice survives a reload
     # a broken file on reload: logged, old configuration kept, still serving
-    good_config = d.config_path.read_text()
     d.config_path.write_text("{ not json")
     d.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 20

@@ -75,6 +75,10 @@ class DaemonConfig(StrictModel):
     camera: str = Field(default="none", description="none | emulated[:FOLDER] | basler[:SERIAL]")
     profile: str | None = Field(default=None, description="Initial processing profile; null = default_profile.")
     fiber_type: str | None = Field(default=None, description="Initial fiber type; null = default_fiber_type.")
+    calibration_file: str | None = Field(
+        default=None,
+        description="Scale calibration (dscope calibrate output); relative = inside the state dir; null = none.",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Inspection worker processes.")
     image_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="Per-image limit; then ERROR timeout.")
     worker_start_timeout_s: float = Field(default=60.0, gt=0, le=600, description="Limit for a worker to import.")

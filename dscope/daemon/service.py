@@ -172,7 +172,10 @@ class Daemon:
         self._queue: collections.deque[Job] = collections.deque()  # main thread only
         self._inflight: dict[str, Job] = {}
         self._lock = threading.Lock()  # settings, last verdict, counters
-        self._settings = self._make_settings(config, dcfg.profile, dcfg.fiber_type)
+        # what the operator chose (config or set_profile/set_fiber); None = the config's default,
+        # which for the fiber type means "not chosen" (no nominal scale: see docs/architecture.md)
+        self._choice = {"profile": dcfg.profile, "fiber_type": dcfg.fiber_type, "core_um": None, "cladding_um": None}
+        self._settings = self._build_settings(config, dcfg, self._choice)
         self._settings_key = 1
         self._last_verdict: dict | None = None
         self.counts: collections.Counter = collections.Counter()
@@ -189,11 +192,28 @@ class Daemon:
         self._last_rescan = time.monotonic()
 
     # ------------------------------------------------------------------ settings
-    @staticmethod
-    def _make_settings(config: Config, profile: str | None, fiber_type: str | None):
+    def _calibration_path(self, dcfg: DaemonConfig) -> Path | None:
+        if not dcfg.calibration_file:
+            return None
+        p = Path(dcfg.calibration_file)
+        p = p if p.is_absolute() else self.state_dir / p
+        if not p.is_file():
+            self.log.warning("calibration_missing", path=str(p), note="inspecting without a calibrated scale")
+            return None
+        return p
+
+    def _build_settings(self, config: Config, dcfg: DaemonConfig, choice: dict):
+        """Validated RunSettings from the operator's choices (raises DScopeError for bad values)."""
         from dscope.runner import RunSettings
 
-        return RunSettings.create(config, profile=profile, fiber_type=fiber_type)
+        return RunSettings.create(
+            config,
+            profile=choice.get("profile"),
+            fiber_type=choice.get("fiber_type"),
+            core_um=choice.get("core_um"),
+            cladding_um=choice.get("cladding_um"),
+            calibration_path=self._calibration_path(dcfg),
+        )
 
     def settings_summary(self) -> dict:
         s = self._settings
@@ -203,6 +223,8 @@ class Daemon:
             "core_um": s.fiber_spec.core_um,
             "cladding_um": s.fiber_spec.cladding_um,
             "rule_set": s.rule_set.name,
+            "dims_source": s.fiber_spec.dims_source,
+            "calibration_path": s.calibration_path,
         }
 
     # ------------------------------------------------------------------ state changes
@@ -571,16 +593,10 @@ class Daemon:
         try:
             cfg = load_config(self.config_path)
             dcfg = DaemonConfig.model_validate({**cfg.daemon.model_dump(), **self._overrides})
-            cur = self._settings
-            from dscope.runner import RunSettings
-
-            settings = RunSettings.create(
-                cfg,
-                profile=cur.profile if cur.profile in cfg.profiles else None,
-                fiber_type=cur.fiber_spec.fiber_type,
-                core_um=cur.fiber_spec.core_um if cur.fiber_spec.dims_source == "user" else None,
-                cladding_um=cur.fiber_spec.cladding_um if cur.fiber_spec.dims_source == "user" else None,
-            )
+            choice = dict(self._choice)
+            if choice["profile"] not in cfg.profiles:
+                choice["profile"] = dcfg.profile  # the chosen profile is gone from the new file
+            settings = self._build_settings(cfg, dcfg, choice)
         except Exception as exc:
             msg = getattr(exc, "message", str(exc))
             self.log.error("reload_failed", error=msg, config=self.config_path)
@@ -595,6 +611,7 @@ class Daemon:
         with self._lock:
             self.config = cfg
             self.dcfg = dcfg
+            self._choice = choice
             self._settings = settings
             self._settings_key += 1
         if self.hotfolder is not None:
@@ -656,7 +673,9 @@ class Daemon:
 
     def _set_settings(self, **changes) -> dict:
         with self._lock:
-            settings = self._settings.with_changes(**changes)  # raises DScopeError for bad values
+            choice = {**self._choice, **changes}
+            settings = self._build_settings(self.config, self.dcfg, choice)  # raises DScopeError for bad values
+            self._choice = choice
             self._settings = settings
             self._settings_key += 1
         summary = self.settings_summary()
