@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="daemon worker processes (default 2)")
     ap.add_argument("--size", default="640x480", help="image size WxH (default 640x480)")
     ap.add_argument("--profile", default="fast_scan", help="processing profile (default fast_scan)")
+    ap.add_argument("--fiber-type", default="sm-pc", help="explicit fiber type, so images are graded (default sm-pc)")
     ap.add_argument("--style", choices=["mixed", "inplace", "copy", "move"], default="mixed")
     ap.add_argument("--rate", type=float, default=0.0, help="drop at this many images/s (default 0 = one burst)")
     ap.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
     cfg["daemon"] = {
         "workers": args.workers,
         "profile": args.profile,
+        "fiber_type": args.fiber_type,
         "heartbeat_interval_s": 0.5,
         "stability_interval_s": 0.1,
         "daemon_id": "bench",
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
         stdout=subprocess.DEVNULL, stderr=log, cwd=str(REPO),
     )
     result: dict = {"images": args.images, "workers": args.workers, "size": args.size, "profile": args.profile,
-                    "style": args.style, "rate": args.rate or "burst", "cpus": os.cpu_count()}
+                    "fiber_type": args.fiber_type, "style": args.style, "rate": args.rate or "burst", "cpus": os.cpu_count()}
     try:
         with ControlClient(ctl, timeout_s=5) as c:
             c.wait_ready(60)
