@@ -188,8 +188,18 @@ class BaslerCamera:
         return self._cam is not None and self._cam.IsOpen()
 
     @property
+    def removal_reported(self) -> bool:
+        """True once pylon's removal callback fired (no pylon call: safe without the lock)."""
+        return self._removed.is_set()
+
+    @property
     def removed(self) -> bool:
-        """True once pylon reported the device removed (event or poll)."""
+        """True once pylon reported the device removed (callback, or polled now).
+
+        Polls ``IsCameraDeviceRemoved``: call it only from the thread that owns
+        the camera (the controller's lock); pylon calls from two threads at
+        once can deadlock on the GIL.
+        """
         if self._removed.is_set():
             return True
         if self._cam is not None:
@@ -204,7 +214,12 @@ class BaslerCamera:
     def _select_device(self):
         pylon, genicam = self.pylon, self.genicam
         try:
-            infos = list(pylon.TlFactory.GetInstance().EnumerateDevices())
+            factory = pylon.TlFactory.GetInstance()
+            if self.emulated:  # only the emulator's transport layer: no network discovery
+                tl = factory.CreateTl(EMULATOR_DEVICE_CLASS)
+                infos = list(tl.EnumerateDevices()) if tl is not None else []
+            else:
+                infos = list(factory.EnumerateDevices())
         except genicam.GenericException as exc:
             raise DScopeError("camera_unavailable", f"pylon device enumeration failed: {exc}") from None
         if self.emulated:
@@ -314,7 +329,7 @@ class BaslerCamera:
             return None
         return n
 
-    def _set(self, name: str, value, *, required: bool = False) -> bool:
+    def set_node(self, name: str, value, *, required: bool = False) -> bool:
         """Set a node; a node the model lacks is skipped with a warning (or refused when required)."""
         genicam = self.genicam
         n = self.node(name)
@@ -365,32 +380,32 @@ class BaslerCamera:
         cam = self._require_open()
         self._stop_grabbing()
         c = self.config
-        self._set("PixelFormat", c.pixel_format, required=True)
-        self._set("ExposureAuto", "Off")
-        if not self._set("ExposureTime", float(exposure_us or c.exposure_us)):
-            self._set("ExposureTimeAbs", float(exposure_us or c.exposure_us))
-        self._set("GainAuto", "Off")
-        self._set("Gain", float(c.gain_db))
+        self.set_node("PixelFormat", c.pixel_format, required=True)
+        self.set_node("ExposureAuto", "Off")
+        if not self.set_node("ExposureTime", float(exposure_us or c.exposure_us)):
+            self.set_node("ExposureTimeAbs", float(exposure_us or c.exposure_us))
+        self.set_node("GainAuto", "Off")
+        self.set_node("Gain", float(c.gain_db))
         if self.node("GammaEnable") is not None:
-            self._set("GammaEnable", True)
+            self.set_node("GammaEnable", True)
         if self.node("GammaSelector") is not None:
-            self._set("GammaSelector", "User")
-        self._set("Gamma", float(c.gamma))
-        self._set("AcquisitionMode", "Continuous")
-        self._set("TriggerSelector", "FrameStart")
-        self._set("TriggerMode", "On", required=True)
-        self._set("TriggerActivation", c.trigger_activation)
+            self.set_node("GammaSelector", "User")
+        self.set_node("Gamma", float(c.gamma))
+        self.set_node("AcquisitionMode", "Continuous")
+        self.set_node("TriggerSelector", "FrameStart")
+        self.set_node("TriggerMode", "On", required=True)
+        self.set_node("TriggerActivation", c.trigger_activation)
         self.set_trigger_source("Software" if c.trigger_mode == "software" else c.trigger_source)
         if self.emulated and self.image_source is not None:
-            self._set("TestImageSelector", "Off", required=True)
-            self._set("ImageFileMode", "On", required=True)
-            self._set("ImageFilename", str(Path(self.image_source).resolve()), required=True)
+            self.set_node("TestImageSelector", "Off", required=True)
+            self.set_node("ImageFileMode", "On", required=True)
+            self.set_node("ImageFilename", str(Path(self.image_source).resolve()), required=True)
         del cam
 
     def set_exposure(self, exposure_us: float) -> None:
         """Change the exposure time (allowed while grabbing on Basler cameras)."""
-        if not self._set("ExposureTime", float(exposure_us)):
-            self._set("ExposureTimeAbs", float(exposure_us))
+        if not self.set_node("ExposureTime", float(exposure_us)):
+            self.set_node("ExposureTimeAbs", float(exposure_us))
 
     def read_settings(self) -> dict:
         """Current values of the nodes this module configures (None where the model lacks one)."""
@@ -459,11 +474,14 @@ class BaslerCamera:
         if source == self.active_trigger_source:
             return
         cam = self._require_open()
-        n = self.node("TriggerSource")
-        if n is not None and not self.genicam.IsWritable(n) and cam.IsGrabbing():
-            self._stop_grabbing()
-        self._set("TriggerSource", source, required=True)
+        # Acquisition is restarted around the change: some devices (the emulator among them) read the
+        # trigger configuration only when grabbing starts; restarting also flushes in-flight buffers.
+        was_grabbing = cam.IsGrabbing()
+        self._stop_grabbing()
+        self.set_node("TriggerSource", source, required=True)
         self.active_trigger_source = source
+        if was_grabbing:
+            self.start_grabbing()
 
     def _fault(self, message: str, default_code: str) -> DScopeError:
         """The right error for a failure: removal wins over everything else."""
@@ -545,6 +563,7 @@ class BaslerCamera:
         retries: int,
         kind: str = "trigger",
         on_stale: Callable[[Frame], None] | None = None,
+        restore_source: bool = True,
     ) -> Frame:
         """One frame on a software trigger, with retries.
 
@@ -553,6 +572,8 @@ class BaslerCamera:
         acquisition is restarted so a late frame can never be taken for the
         next trigger's.  Buffers already queued before the trigger (e.g.
         fixture frames in hardware mode) go to ``on_stale`` (or are dropped).
+        The trigger source is switched to ``Software`` for the grab and, with
+        ``restore_source``, back to the previous source afterwards.
 
         Raises
         ------
@@ -562,6 +583,9 @@ class BaslerCamera:
         """
         last: DScopeError | None = None
         source_before = self.active_trigger_source
+        for stale in self.drain(kind="hardware_trigger") if self.is_grabbing else []:
+            if on_stale is not None:
+                on_stale(stale)
         self.set_trigger_source("Software")
         try:
             for attempt in range(retries + 1):
@@ -591,7 +615,7 @@ class BaslerCamera:
                     continue
                 return frame
         finally:
-            if source_before is not None and source_before != "Software" and not self.removed:
+            if restore_source and source_before not in (None, "Software") and not self.removed:
                 self.set_trigger_source(source_before)
         assert last is not None
         raise DScopeError(last.code, f"{last.message} (after {retries + 1} attempts)", attempts=retries + 1)
@@ -603,7 +627,7 @@ class BaslerCamera:
 
     def force_failed_buffers(self, count: int) -> None:
         """Emulator only: the next ``count`` buffers arrive failed (``ForceFailedBuffer``)."""
-        self._set("ForceFailedBufferCount", int(count), required=True)
+        self.set_node("ForceFailedBufferCount", int(count), required=True)
         self._emulator_command("ForceFailedBuffer")
 
     def _emulator_command(self, name: str) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from contextlib import contextmanager
 import threading
 import time
 from pathlib import Path
@@ -145,6 +146,8 @@ class CameraController:
             on_removed=self._removal_event.set,
         )
         self._lock = threading.RLock()
+        self._pending = 0  # threads waiting for the camera: the fixture loop yields to them
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._focus_stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
@@ -225,7 +228,7 @@ class CameraController:
             if t is not threading.current_thread():
                 t.join(timeout=max(5.0, 3 * self.cam_config.grab_timeout_s))
         self._threads.clear()
-        with self._lock:
+        with self._camera():
             self.camera.close()
             self._connected = False
         self._started = False
@@ -236,12 +239,27 @@ class CameraController:
         t.start()
 
     def _open(self) -> None:
-        with self._lock:
+        with self._camera():
             self._removal_event.clear()
             self.camera.open()
             self.camera.start_grabbing()
             self._connected = True
             self.last_error = None
+
+    @contextmanager
+    def _camera(self):
+        """The camera lock, announced so the fixture loop (which re-locks continuously) yields to us."""
+        with self._pending_lock:
+            self._pending += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _call(cb, *args) -> None:
@@ -260,13 +278,20 @@ class CameraController:
                 self._removal_event.wait(rc.removal_poll_s)
                 if self._stop.is_set():
                     break
-                if self._removal_event.is_set() or self.camera.removed:
+                removed = self._removal_event.is_set()
+                if not removed and self._lock.acquire(blocking=False):
+                    # Poll only when no other thread is inside pylon (see BaslerCamera.removed).
+                    try:
+                        removed = self._connected and self.camera.removed
+                    finally:
+                        self._lock.release()
+                if removed:
                     self._handle_removal()
             else:
                 self._reconnect()
 
     def _handle_removal(self) -> None:
-        with self._lock:
+        with self._camera():
             if not self._connected:
                 return
             self._connected = False
@@ -330,20 +355,29 @@ class CameraController:
         for fr in frames:
             self._call(self._on_frame, self._finish(fr))
 
-    def _grab(self, kind: str, timeout_s: float | None, retries: int, exposure_us: float | None = None) -> Frame:
+    def _grab(
+        self,
+        kind: str,
+        timeout_s: float | None,
+        retries: int,
+        exposure_us: float | None = None,
+        restore_source: bool = True,
+    ) -> Frame:
         stale: list[Frame] = []
         timeout = float(timeout_s) if timeout_s is not None else self.cam_config.grab_timeout_s
         if timeout <= 0:
             raise DScopeError("bad_argument", f"timeout_s must be > 0 (got {timeout_s})")
         try:
-            with self._lock:
+            with self._camera():
                 if not self._connected:
                     raise self._down_error()
                 try:
                     if exposure_us is not None:
                         self.camera.set_exposure(exposure_us)
                     try:
-                        return self.camera.grab_software(timeout, retries, kind, on_stale=stale.append)
+                        return self.camera.grab_software(
+                            timeout, retries, kind, on_stale=stale.append, restore_source=restore_source
+                        )
                     finally:
                         if exposure_us is not None and not self.camera.removed:
                             self.camera.set_exposure(self.cam_config.exposure_us)
@@ -378,21 +412,35 @@ class CameraController:
 
     def save_settings(self, path: str) -> str:
         """Save the camera's whole node map as ``.pfs`` (pylon FeaturePersistence)."""
-        with self._lock:
+        with self._camera():
             if not self._connected:
                 raise self._down_error()
             return self.camera.save_pfs(path)
 
+    def read_settings(self) -> dict:
+        """Current values of the configured camera nodes (read back from the device)."""
+        with self._camera():
+            if not self._connected:
+                raise self._down_error()
+            return self.camera.read_settings()
+
+    def camera_node_value(self, name: str):
+        """Value of any device node (None when the model lacks it)."""
+        with self._camera():
+            if not self._connected:
+                raise self._down_error()
+            return self.camera.get(name)
+
     def simulate_removal(self) -> None:
         """Emulator only: fire pylon's device-removal callback (tests, demo)."""
-        with self._lock:
+        with self._camera():
             if not self._connected:
                 raise self._down_error()
             self.camera.simulate_removal()
 
     def force_failed_buffers(self, count: int) -> None:
         """Emulator only: the next ``count`` buffers arrive failed (tests)."""
-        with self._lock:
+        with self._camera():
             if not self._connected:
                 raise self._down_error()
             self.camera.start_grabbing()
@@ -406,6 +454,8 @@ class CameraController:
                 self._stop.wait(c.hardware_poll_s)
                 continue
             frame = None
+            while self._pending and not self._stop.is_set():
+                time.sleep(0.002)  # a trigger/focus/status call is waiting for the camera: let it in
             try:
                 with self._lock:
                     if not self._connected:
@@ -414,7 +464,7 @@ class CameraController:
                     self.camera.start_grabbing()
                     frame = self.camera.retrieve(c.hardware_poll_s, "hardware_trigger")
             except DScopeError as exc:
-                if exc.code == "camera_removed" or self.camera.removed:
+                if exc.code == "camera_removed" or self.camera.removal_reported:
                     self._removal_event.set()
                     self._stop.wait(c.hardware_poll_s)
                     continue
@@ -483,7 +533,8 @@ class CameraController:
             if not self._connected:
                 continue
             try:
-                frame = self._grab("preview", c.grab_timeout_s, 0)
+                # stays on the software source while focusing (the fixture loop pauses meanwhile)
+                frame = self._grab("preview", c.grab_timeout_s, 0, restore_source=False)
             except DScopeError as exc:
                 self._call(self._on_focus, {"metric": None, "error": exc.to_dict(), "time": time.time()})
                 continue

@@ -9,8 +9,9 @@ out.  Two classic sharpness measures are offered:
 Both grow as the image gets sharper.  They are computed only on the fiber
 region (an ellipse around the cladding, when the geometry is known) or, as a
 fallback, on a central rectangle, so the ferrule texture and the frame border
-do not dominate.  Images of any bit depth are put on the 8-bit grey scale
-first, so the numbers of a Mono8 and a Mono12 camera are comparable.
+do not dominate.  The region is pre-smoothed by a small Gaussian so
+that sensor noise does not dominate.  Images of any bit depth are put on the
+8-bit grey scale first, so the numbers of a Mono8 and a Mono12 camera are comparable.
 
 The absolute value depends on the scene (contrast, noise, magnification);
 what is meaningful is its change while the focus knob turns, or the ratio to
@@ -41,6 +42,9 @@ class FocusParams(StrictModel):
 
     metric: Literal["laplacian_var", "tenengrad"] = Field(
         "laplacian_var", description="laplacian_var (variance of the Laplacian) or tenengrad (mean squared Sobel gradient)"
+    )
+    presmooth_sigma_px: float = Field(
+        1.0, ge=0, le=5, description="Gaussian pre-smoothing (sensor noise and fine texture suppression); 0 = off"
     )
     laplacian_ksize: Literal[1, 3, 5] = Field(3, description="aperture of cv2.Laplacian")
     sobel_ksize: Literal[3, 5, 7] = Field(3, description="aperture of cv2.Sobel for tenengrad")
@@ -228,7 +232,16 @@ def fiber_roi(
 
 
 def focus_value(gray: np.ndarray, params: FocusParams, mask: np.ndarray | None = None) -> float:
-    """The configured metric of ``gray`` (already cropped to the region), optionally masked."""
+    """The configured metric of ``gray`` (already cropped to the region), optionally masked.
+
+    The region is first smoothed with ``params.presmooth_sigma_px`` (a
+    Laplacian-of-Gaussian style measure): without it sensor noise and
+    fine ferrule texture, which do not change with focus, dominate the sum.
+    """
+    if params.presmooth_sigma_px > 0:
+        gray = cv2.GaussianBlur(
+            _to_gray_float(gray), (0, 0), params.presmooth_sigma_px, borderType=cv2.BORDER_REPLICATE
+        )
     if params.metric == "laplacian_var":
         v = laplacian_variance(gray, mask, ksize=params.laplacian_ksize)
     else:
