@@ -533,3 +533,22 @@ def test_camera_fault_keeps_serving_the_hot_folder(daemon_factory, tmp_path):
     assert r["ok"] is False and r["error"]["code"] in ("invalid_state", "camera_unavailable")
     assert d.ctl({"cmd": "reset"}) == {"ok": True, "state": "idle"}
     assert d.terminate() == 0
+
+
+def test_bad_options_and_busy_port_exit_2_with_a_clear_message(tmp_path):
+    import zmq
+
+    cli = [sys.executable, "-m", "dscope", "daemon", "--state-dir", str(tmp_path / "s")]
+    p = subprocess.run([*cli, "--pub", "tcp://0.0.0.0:5555"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert p.returncode == 2 and "not a loopback address" in p.stderr
+    p = subprocess.run([*cli, "--camera", "webcam"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert p.returncode == 2 and "camera" in p.stderr
+    busy = zmq.Context.instance().socket(zmq.PUB)
+    busy.setsockopt(zmq.LINGER, 0)
+    port = busy.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        p = subprocess.run([*cli, "--pub", f"tcp://127.0.0.1:{port}", "--control", f"tcp://127.0.0.1:{free_port()}"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        busy.close()
+    assert p.returncode == 2 and "cannot bind PUB endpoint" in p.stderr and "Traceback" not in p.stderr

@@ -37,6 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import ValidationError
+
 from dscope import __version__
 from dscope.config import Config, load_config
 from dscope.daemon.config import DaemonConfig
@@ -151,8 +153,12 @@ class Daemon:
         }
         try:  # re-validate so command-line values get the same checks as the file
             dcfg = DaemonConfig.model_validate({**config.daemon.model_dump(), **overrides})
-        except Exception as exc:
-            raise DScopeError("bad_argument", f"daemon options: {exc}") from None
+        except ValidationError as exc:
+            why = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'daemon'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise DScopeError("bad_argument", f"daemon options: {why}") from None
         self.config = config
         self.dcfg = dcfg
         self._overrides = overrides
