@@ -469,7 +469,11 @@ class Daemon:
         except OSError:
             sha = None  # the worker reports the read error
         if sha is not None:
-            stored = self.store.unfinalized_for(sha, str(path))
+            try:
+                stored = self.store.unfinalized_for(sha, str(path))
+            except DScopeError as exc:
+                self.log.error("store_lookup_failed", error=exc.message, path=str(path))
+                stored = None
             if stored is not None:  # verdict stored before a crash: finish the job, do not repeat it
                 self.log.info("recovered_stored_verdict", path=str(path), verdict_id=stored["verdict_id"])
                 job = Job(stored["verdict_id"], "file", stored["source"], path=path, sha256=sha)
@@ -524,6 +528,7 @@ class Daemon:
     def _destination(self, job: Job, doc: dict) -> tuple[Path | None, Path | None]:
         if job.source.get("kind") == "hot_folder":
             folder = self.hotfolder.failed_dir if doc.get("status") == "ERROR" else self.hotfolder.done_dir
+            folder.mkdir(parents=True, exist_ok=True)  # someone may have removed it
             return unique_destination(folder, job.path.stem, job.path.suffix)
         if job.source.get("kind") == "camera" and job.frame_png is not None:
             return job.frame_png, job.frame_png.with_suffix(".json")
@@ -562,7 +567,10 @@ class Daemon:
             self.counts["verdicts"] += 1
             self.counts[str(doc.get("status"))] += 1
         if publish:
-            self.store.mark_published(verdict_id)
+            try:
+                self.store.mark_published(verdict_id)
+            except DScopeError as exc:  # worst case after a restart: published once more, flagged recovered
+                self.log.error("store_mark_failed", error=exc.message, verdict_id=verdict_id)
         self.log.info(
             "verdict",
             verdict_id=verdict_id,
@@ -576,7 +584,9 @@ class Daemon:
         )
         final_path = None
         try:
-            if kind == "hot_folder" and img_dst is not None:
+            if kind == "hot_folder":
+                if img_dst is None:  # keep the row unfinalized: a rescan retries the move, never re-inspects
+                    raise OSError("no destination folder")
                 move_no_clobber(job.path, img_dst)
                 final_path = str(img_dst)
             if json_dst is not None:
@@ -586,7 +596,10 @@ class Daemon:
         except OSError as exc:
             self.log.error("finalize_failed", path=str(job.path), error=str(exc))
         else:
-            self.store.mark_finalized(verdict_id, final_path)
+            try:
+                self.store.mark_finalized(verdict_id, final_path)
+            except DScopeError as exc:
+                self.log.error("store_mark_failed", error=exc.message, verdict_id=verdict_id)
         finally:
             if kind == "hot_folder":
                 self.hotfolder.release(job.path)

@@ -145,18 +145,24 @@ class ResultStore:
             raise DScopeError("internal_error", f"{self.path}: cannot store verdict: {exc}") from None
         return int(cur.lastrowid)
 
+    def _execute(self, sql: str, params=()):
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise DScopeError("internal_error", f"{self.path}: database error: {exc}") from None
+
     def mark_published(self, verdict_id: str) -> None:
-        self._conn.execute("UPDATE verdicts SET published = 1 WHERE verdict_id = ?", (verdict_id,))
+        self._execute("UPDATE verdicts SET published = 1 WHERE verdict_id = ?", (verdict_id,))
 
     def mark_finalized(self, verdict_id: str, image_path: str | None) -> None:
-        self._conn.execute(
+        self._execute(
             "UPDATE verdicts SET finalized = 1, image_path = COALESCE(?, image_path) WHERE verdict_id = ?",
             (image_path, verdict_id),
         )
 
     def unfinalized_for(self, sha256: str, source_path: str) -> dict | None:
         """The stored, not yet finalized verdict of this file content at this hot-folder path (crash recovery)."""
-        row = self._conn.execute(
+        row = self._execute(
             "SELECT verdict_id, result_json, source_json, published FROM verdicts "
             "WHERE image_sha256 = ? AND source_path = ? AND finalized = 0 AND source_kind = 'hot_folder' "
             "ORDER BY id DESC LIMIT 1",
