@@ -243,5 +243,5 @@ def read_history(
         df = pd.read_sql_query(sql, conn, params=params)
     finally:
         conn.close()
-    df["time_iso"] = pd.to_datetime(df["time"], unit="s", utc=True)
+    df["time_iso"] = pd.to_datetime(df["time"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return df
