@@ -72,6 +72,11 @@ class EmulatorConfig(StrictModel):
     default_image_folder: str | None = Field(
         None, description="images served when no FOLDER is given (null = the emulator's test pattern)"
     )
+    unplug_file: str | None = Field(
+        None,
+        description="demo/test hook: when this file appears, the emulated camera is 'unplugged' (pylon removal "
+        "callback fired) and the file deleted; null = off. Ignored for real cameras.",
+    )
 
 
 class CameraConfig(StrictModel):

@@ -285,10 +285,27 @@ class CameraController:
                         removed = self._connected and self.camera.removed
                     finally:
                         self._lock.release()
+                if not removed:
+                    self._check_unplug_file()
                 if removed:
                     self._handle_removal()
             else:
                 self._reconnect()
+
+    def _check_unplug_file(self) -> None:
+        """Emulator demo/test hook (``camera.emulator.unplug_file``): fire pylon's removal callback."""
+        path = self.cam_config.emulator.unplug_file
+        if not (path and self.camera.emulated and Path(path).exists()):
+            return
+        try:
+            Path(path).unlink()
+        except OSError:
+            pass
+        log.warning("emulator unplug file %s found: simulating device removal", path)
+        try:
+            self.simulate_removal()
+        except DScopeError as exc:
+            log.warning("simulated removal failed: %s", exc)
 
     def _handle_removal(self) -> None:
         with self._camera():
