@@ -62,6 +62,15 @@ def test_machine_table_and_refusals():
     # the internal inspect -> inspecting did not produce a change record
     assert [c[2] for c in changes].count("inspect") == 0
     assert len(changes) == 8
+    # a busy hot folder does not block a camera trigger; focus and calibrate need idle
+    assert m.fire("inspect") == "inspecting"
+    for trig in ("focus_start", "calibrate"):
+        assert m.try_fire(trig) is False
+    assert m.fire("trigger") == "capturing" and m.fire("captured") == "inspecting"
+    assert m.fire("report") == "reporting" and m.fire("finish") == "idle"
+    assert [c[:2] for c in changes[8:]] == [("idle", "inspecting"), ("inspecting", "capturing"),
+                                             ("capturing", "inspecting"), ("inspecting", "reporting"),
+                                             ("reporting", "idle")]
     # refused transitions give invalid_state, never an exception of another kind
     for trig in ("reset", "captured", "report", "finish", "focus_stop", "calibrated"):
         with pytest.raises(DScopeError) as ei:

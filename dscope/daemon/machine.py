@@ -4,7 +4,7 @@ States and the explicit transition table :data:`TRANSITIONS` (trigger, sources, 
 
     idle --calibrate--> calibrating --calibrated--> idle
     idle --focus_start--> focusing --focus_stop--> idle
-    idle --trigger--> capturing --captured--> inspecting
+    idle|inspecting|reporting --trigger--> capturing --captured--> inspecting
     idle|reporting --inspect--> inspecting ; inspecting --inspect--> (internal, no change)
     inspecting --report--> reporting --finish--> idle
     any --fail--> fault (error kept) ; fault --reset|recovered--> idle
@@ -45,7 +45,7 @@ TRANSITIONS: tuple[tuple[str, str | list[str], str | None], ...] = (
     ("calibrated", "calibrating", "idle"),
     ("focus_start", "idle", "focusing"),
     ("focus_stop", "focusing", "idle"),
-    ("trigger", "idle", "capturing"),
+    ("trigger", ["idle", "inspecting", "reporting"], "capturing"),  # a busy hot folder does not block the camera
     ("captured", "capturing", "inspecting"),
     ("abort", ["calibrating", "capturing"], "idle"),
     ("inspect", ["idle", "reporting"], "inspecting"),
