@@ -515,6 +515,9 @@ class Daemon:
     def _complete(self, job: Job, doc: dict | None, error: DScopeError | None) -> None:
         if doc is None:
             doc = self._error_doc(job, error or DScopeError("internal_error", "no result"))
+        camera_warnings = job.source.get("warnings") if job.source.get("kind") == "camera" else None
+        if camera_warnings and isinstance(doc.get("warnings"), list):  # e.g. out of focus (camera controller)
+            doc["warnings"] = doc["warnings"] + [w for w in camera_warnings if w not in doc["warnings"]]
         reporting = self.machine.try_fire("report")
         try:
             self._finalize(job, job.job_id, doc, publish=True)
