@@ -69,7 +69,7 @@ def configure_daemon_logging(level: str = "info"):
         # named "trigger" is not bound as a model method (we dispatch by name)
         logging.getLogger("transitions").setLevel(logging.ERROR)
         return structlog.get_logger("dscope.daemon")
-    except (ImportError, TypeError):
+    except Exception:  # not there (or incompatible): a local JSON setup below
         pass
     logging.getLogger("transitions").setLevel(logging.ERROR)
     structlog.configure(
