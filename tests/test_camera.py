@@ -436,6 +436,25 @@ def test_out_of_focus_trigger_frame_gets_a_warning(focus_sweep, controller_facto
     assert all(warned[i] is False for i, b in enumerate(blurs) if b == min(blurs))
 
 
+def test_cli_save_pfs_and_grab(image_folder, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dscope", "camera", *a], capture_output=True, text=True,
+                                    timeout=60, cwd=str(repo))
+    pfs = tmp_path / "bench.pfs"
+    p = run("save-pfs", "--camera", f"emulated:{image_folder}", str(pfs))
+    assert p.returncode == 0, p.stderr
+    assert "ExposureTime" in pfs.read_text()
+    out = tmp_path / "g.png"
+    p = run("grab", "--camera", f"emulated:{image_folder}", str(out))
+    assert p.returncode == 0, p.stderr
+    assert _which(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), _files(image_folder)) == 0
+    p = run("grab", "--camera", "emulated:/no/such/folder", str(out))
+    assert p.returncode == 1 and "file_not_found" in p.stderr
+
+
 # ---------------------------------------------------------------------------------- failure injection (last)
 
 

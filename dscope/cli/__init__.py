@@ -17,7 +17,7 @@ from dscope import __version__
 from dscope.errors import DScopeError
 
 #: Command modules, in help order.
-COMMAND_MODULES = ("inspect", "config_cmd", "rules", "calibrate", "synth", "daemon")
+COMMAND_MODULES = ("inspect", "config_cmd", "rules", "calibrate", "synth", "daemon", "camera")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
