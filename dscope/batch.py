@@ -11,6 +11,7 @@ A worker that crashes costs only the image it was working on.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -120,6 +121,13 @@ def write_image_outputs(doc: dict, gray, out_dir: Path, stem: str, settings: Run
     return written
 
 
+def _mp_context():
+    """Worker processes must not be forked from a parent that already ran OpenCV's thread pool
+    (the child can deadlock on a lock held by a parent thread): use a clean fork server or spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _init_worker(opencv_threads: int) -> None:
     cv2.setNumThreads(opencv_threads)
 
@@ -166,6 +174,7 @@ def run_batch(
         isolate = len(todo) < len(images) and n_workers > 1
         with ProcessPoolExecutor(
             max_workers=1 if isolate else n_workers,
+            mp_context=_mp_context(),
             initializer=_init_worker,
             initargs=(cfg.batch.opencv_threads_per_worker,),
         ) as pool:

@@ -169,7 +169,8 @@ def test_pixel_only_run_is_ungraded_with_px_sizes(tmp_path):
 
 
 def test_user_cladding_diameter_sets_the_scale(tmp_path):
-    img, truth = _fiber_image(22, "clean")
+    img, truth = _fiber_image(22, "clean", fiber_type="sm-pc", um_per_px=0.4)
+    assert truth.cladding_um == 125
     cv2.imwrite(str(tmp_path / "a.png"), img)
     out = tmp_path / "out"
     rc = main(["inspect", str(tmp_path), "--out", str(out), "--cladding-um", "125", "--core-um", "9", "--no-prompt", "-q"])

@@ -117,11 +117,30 @@ def _needs_prompt(args) -> bool:
     )
 
 
+def _resolve(args, config):
+    """Validated run settings and the image list; raises DScopeError for bad arguments."""
+    from dscope.batch import collect_images
+    from dscope.runner import RunSettings
+
+    settings = RunSettings.create(
+        config,
+        profile=args.profile,
+        fiber_type=args.fiber_type,
+        core_um=args.core_um,
+        cladding_um=args.cladding_um,
+        um_per_px=args.um_per_px,
+        calibration_path=args.calibration,
+        zones=args.zones.split(",") if args.zones else None,
+    )
+    if args.save_zones:
+        settings = settings.with_output(save_zone_crops=True)
+    return settings, collect_images(args.paths, config.io.image_extensions, recursive=args.recursive)
+
+
 def run(args: argparse.Namespace) -> int:
-    from dscope.batch import collect_images, run_batch
+    from dscope.batch import run_batch
     from dscope.config import load_config
     from dscope.reporting.logs import configure_logging
-    from dscope.runner import RunSettings
 
     config = load_config(args.config)
     interactive = not args.no_prompt and sys.stdin.isatty() and sys.stdout.isatty()
@@ -137,19 +156,11 @@ def run(args: argparse.Namespace) -> int:
         print("dscope inspect: error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
 
-    settings = RunSettings.create(
-        config,
-        profile=args.profile,
-        fiber_type=args.fiber_type,
-        core_um=args.core_um,
-        cladding_um=args.cladding_um,
-        um_per_px=args.um_per_px,
-        calibration_path=args.calibration,
-        zones=args.zones.split(",") if args.zones else None,
-    )
-    if args.save_zones:
-        settings = settings.with_output(save_zone_crops=True)
-    images = collect_images(args.paths, config.io.image_extensions, recursive=args.recursive)
+    try:
+        settings, images = _resolve(args, config)
+    except DScopeError as exc:  # every problem with the arguments is a usage error
+        print(f"dscope inspect: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     if not images:
         print("dscope inspect: error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
