@@ -11,11 +11,8 @@ A worker that crashes costs only the image it was working on.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,18 +118,8 @@ def write_image_outputs(doc: dict, gray, out_dir: Path, stem: str, settings: Run
     return written
 
 
-def _mp_context():
-    """Worker processes must not be forked from a parent that already ran OpenCV's thread pool
-    (the child can deadlock on a lock held by a parent thread): use a clean fork server or spawn."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def _init_worker(opencv_threads: int) -> None:
-    cv2.setNumThreads(opencv_threads)
-
-
 def _work(path: str, stem: str, out_dir: str, settings: RunSettings) -> dict:
+    """One image in a worker process: inspect it and write its reports."""
     doc, gray = inspect_file_with_image(path, settings)
     try:
         doc["outputs"] = write_image_outputs(doc, gray, Path(out_dir), stem, settings)
@@ -141,9 +128,12 @@ def _work(path: str, stem: str, out_dir: str, settings: RunSettings) -> dict:
     return doc
 
 
-def _crashed_doc(path: Path, settings: RunSettings) -> dict:
-    err = DScopeError("worker_crashed", f"{path.name}: the worker process died while inspecting this image")
-    return error_document(err, settings, {"path": str(path), "filename": path.name}, {})
+def _failed_doc(path: Path, stem: str, out: Path, settings: RunSettings, err: DScopeError) -> dict:
+    """Result of an image whose worker timed out or died: ERROR with the code, and its JSON written."""
+    doc = error_document(err, settings, {"path": str(path), "filename": path.name}, {})
+    if settings.config.output.write_json:
+        (out / f"{stem}.json").write_text(dumps(doc), encoding="utf-8")
+    return doc
 
 
 def run_batch(
@@ -155,54 +145,69 @@ def run_batch(
     progress: bool = True,
     log=None,
 ) -> BatchResult:
-    """Inspect ``images`` into ``out_dir``; returns the documents in input order."""
+    """Inspect ``images`` into ``out_dir``; returns the documents in input order.
+
+    Each image runs in a worker process (spawned, never forked) with the
+    per-image limit ``batch.image_timeout_s``: a hung image is killed and
+    reported as ERROR ``timeout``, a crashing one as ``worker_crashed``, and
+    the batch goes on.
+    """
+    from multiprocessing.connection import wait
+
     from tqdm import tqdm
+
+    from dscope.daemon.workers import WorkerPool
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = settings.config
-    n_workers = workers if workers else (cfg.batch.default_workers or os.cpu_count() or 1)
+    bcfg = settings.config.batch
+    n_workers = workers if workers else (bcfg.default_workers or os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(images) or 1))
     stems = output_stems(images)
     t0 = time.perf_counter()
     docs: list[dict | None] = [None] * len(images)
     bar = tqdm(total=len(images), unit="img", disable=not progress, desc="inspecting", leave=True)
-    todo = list(range(len(images)))
-    while todo:
-        retry: list[int] = []
-        # after a crash, re-run the survivors one per pool so the crasher is isolated
-        isolate = len(todo) < len(images) and n_workers > 1
-        with ProcessPoolExecutor(
-            max_workers=1 if isolate else n_workers,
-            mp_context=_mp_context(),
-            initializer=_init_worker,
-            initargs=(cfg.batch.opencv_threads_per_worker,),
-        ) as pool:
-            futures = {pool.submit(_work, str(images[i]), stems[i], str(out), settings): i for i in todo}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                try:
-                    docs[i] = fut.result()
-                except BrokenProcessPool:
-                    retry.append(i)
-                    continue
+
+    def on_event(name, **kw):
+        if log is not None and name in ("worker_died", "worker_killed", "worker_error", "worker_start_timeout"):
+            log.warning(name, **kw)
+
+    pool = WorkerPool(
+        n_workers,
+        opencv_threads=bcfg.opencv_threads_per_worker,
+        start_timeout_s=bcfg.worker_start_timeout_s,
+        on_event=on_event,
+    )
+    pool.start()
+    pending = list(range(len(images)))[::-1]
+    remaining = len(images)
+    try:
+        while remaining:
+            while pending:
+                i = pending[-1]
+                job = (_work, (str(images[i]), stems[i], str(out), settings))
+                if not pool.submit(str(i), "call", job, None, 0, bcfg.image_timeout_s):
+                    break
+                pending.pop()
+            deadline = pool.next_deadline()
+            wait(pool.wait_objects(), timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            for fin in pool.collect():
+                i = int(fin.job_id)
+                if fin.doc is not None:
+                    docs[i] = fin.doc
+                else:
+                    docs[i] = _failed_doc(images[i], stems[i], out, settings, fin.error)
+                remaining -= 1
                 bar.update(1)
                 if log is not None:
                     d = docs[i]
                     log.debug(
-                        "image inspected", image=images[i].name, status=d["status"],
-                        defects=d["counts"]["total"], **{f"{k}_s": v for k, v in d["timings_s"].items()},
+                        "image inspected", image=images[i].name, status=d["status"], defects=d["counts"]["total"],
+                        error_code=(d["error"] or {}).get("code"), **{f"{k}_s": v for k, v in d["timings_s"].items()},
                     )
-        if retry and len(retry) == len(todo) and (isolate or n_workers == 1):
-            # a lone image killed its worker: record it and carry on with the others
-            bad = retry.pop(0)
-            docs[bad] = _crashed_doc(images[bad], settings)
-            (out / f"{stems[bad]}.json").write_text(dumps(docs[bad]), encoding="utf-8")
-            bar.update(1)
-            if log is not None:
-                log.error("worker crashed", image=images[bad].name)
-        todo = sorted(retry)
-    bar.close()
+    finally:
+        pool.stop()
+        bar.close()
     result = BatchResult(docs=[d for d in docs if d is not None], out_dir=out, wall_s=time.perf_counter() - t0)
     result.outputs.update(write_batch_outputs(result.docs, out, settings))
     return result

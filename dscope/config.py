@@ -108,7 +108,8 @@ class LoggingConfig(StrictModel):
 
 class BatchConfig(StrictModel):
     default_workers: int = Field(ge=0, description="0 = one per CPU core")
-    image_timeout_s: float = Field(gt=0)
+    image_timeout_s: float = Field(gt=0, description="per-image limit; a slower image is killed and reported as ERROR timeout")
+    worker_start_timeout_s: float = Field(gt=0, description="a worker that has not imported the pipeline by then is replaced")
     opencv_threads_per_worker: int = Field(ge=0)
 
 

@@ -284,3 +284,22 @@ def test_png_header_only_file_is_unreadable(tmp_path):
     out = tmp_path / "out"
     assert main(["inspect", str(p), "--out", str(out), "--no-prompt", "-q"]) == 0
     assert json.loads((out / "hdr.json").read_text())["error"]["code"] == "unreadable_image"
+
+
+def test_hung_image_becomes_timeout_error_and_batch_goes_on(tmp_path, config_data):
+    # a limit no inspection can meet: every image is killed and reported, none is lost
+    config_data["batch"]["image_timeout_s"] = 0.001
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(config_data))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"f{i}.png"), _fiber_image(30 + i, "clean")[0])
+    out = tmp_path / "out"
+    assert main(["inspect", str(src), "--out", str(out), "--config", str(cfg), "--no-prompt", "-q", "--workers", "2"]) == 0
+    summary = pd.read_csv(out / "summary_report.csv", keep_default_na=False)
+    assert list(summary["Image_Filename"]) == ["f0.png", "f1.png", "f2.png"]
+    for i in range(3):
+        doc = json.loads((out / f"f{i}.json").read_text())
+        validate_document(doc)
+        assert doc["status"] == "ERROR" and doc["error"]["code"] == "timeout"
