@@ -297,6 +297,10 @@ def test_hot_folder_end_to_end_restart_and_control(daemon_factory, tmp_path):
             (b'{"cmd": "inspect", "path": "/etc/hostname"}', "path_refused"),
             (b'{"cmd": "trigger"}', "camera_unavailable"),
             (b'{"cmd": "focus_start"}', "camera_unavailable"),
+            (b'{"cmd": "calibrate", "dot_spacing_um": 10}', "camera_unavailable"),
+            (b'{"cmd": "calibrate"}', "bad_argument"),
+            (b'{"cmd": "calibrate", "dot_spacing_um": 10, "cladding_um": 125}', "bad_argument"),
+            (b'{"cmd": "calibrate", "cladding_um": 0}', "bad_argument"),
             (b'{"cmd": "reset"}', "invalid_state"),
         ]:
             r = c.request_raw(raw)
@@ -509,8 +513,11 @@ def test_camera_emulator_trigger_focus_and_calibrate(daemon_factory, tmp_path):
         r = d.ctl({"cmd": "trigger"})
         assert r["ok"] is False and r["error"]["code"] == "invalid_state"
         assert d.ctl({"cmd": "focus_stop"}, timeout_s=30)["ok"] is True
-        r = d.ctl({"cmd": "calibrate"}, timeout_s=60)
-        assert r["ok"] and Path(r["path"]).is_file()
+        # the emulator's test pattern is no dot grid: calibration_failed, back to idle, frame kept
+        r = d.ctl({"cmd": "calibrate", "dot_spacing_um": 10.0}, timeout_s=60)
+        assert r["ok"] is False and r["error"]["code"] == "calibration_failed", r
+        assert Path(r["frame_path"]).is_file()
+        assert d.ctl({"cmd": "status"})["state"] == "idle"
     rows = db_rows(d.state)
     assert [(r["source_kind"], r["camera_serial"]) for r in rows] == [("camera", serial)]
     assert d.terminate() == 0

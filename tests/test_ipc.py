@@ -11,7 +11,7 @@ import zmq
 
 from dscope.errors import DScopeError
 from dscope.ipc.client import ControlClient, Subscriber
-from dscope.ipc.control import COMMANDS, ControlServer, parse_request, validate_command
+from dscope.ipc.control import COMMANDS, EXACTLY_ONE, ControlServer, parse_request, validate_command
 from dscope.ipc.envelope import ENVELOPE_KEYS, GapDetector, SequenceCounter, decode, dumps, encode
 from dscope.ipc.publisher import Publisher
 
@@ -93,10 +93,23 @@ def test_parse_request_accepts_every_command_with_its_required_args():
         for arg_name, arg in spec.items():
             if arg.required:
                 req[arg_name] = {"str": "x", "number": 1.5, "bool": True}[arg.type]
+        if name in EXACTLY_ONE:
+            req[EXACTLY_ONE[name][0]] = 1.5
         assert validate_command(req) == (name, {k: v for k, v in req.items() if k != "cmd"})
     with pytest.raises(DScopeError) as ei:
         parse_request(b'{"cmd": "status"}' + b" " * 100, max_bytes=50)
     assert ei.value.code == "bad_request"
+
+
+def test_calibrate_needs_exactly_one_positive_target():
+    assert validate_command({"cmd": "calibrate", "dot_spacing_um": 10}) == ("calibrate", {"dot_spacing_um": 10})
+    assert validate_command({"cmd": "calibrate", "cladding_um": 125.0, "apply": False})[1]["apply"] is False
+    for bad in ({}, {"dot_spacing_um": 10, "cladding_um": 125}, {"dot_spacing_um": 0}, {"cladding_um": -125},
+                {"dot_spacing_um": True}, {"dot_spacing_um": "10"}, {"dot_spacing_um": 10, "apply": 1},
+                {"dot_spacing_um": 10, "path": "/x"}):
+        with pytest.raises(DScopeError) as ei:
+            validate_command({"cmd": "calibrate", **bad})
+        assert ei.value.code == "bad_argument", bad
 
 
 # ----------------------------------------------------------------------------- PUB/SUB

@@ -5,12 +5,14 @@
 ``dscope ctl COMMAND [ARGS]`` sends one control request; ARGS are ``key=value``
 (values parsed as JSON when they are valid JSON, else strings) or, for
 ``inspect``/``set_profile``/``set_fiber``, the main argument alone
-(``dscope ctl inspect /data/img.png``).  Exit 0 when the reply is ``ok``, 1 otherwise.
+(``dscope ctl inspect /data/img.png``); ``calibrate`` also takes ``--dot-spacing-um UM`` or
+``--cladding-um UM`` and ``--no-apply``.  Exit 0 when the reply is ``ok``, 1 otherwise.
 ``dscope history`` queries the SQLite results (pandas) and exports CSV.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -22,6 +24,9 @@ from dscope.errors import DScopeError
 
 #: the argument a lone positional value of ``dscope ctl`` fills
 PRIMARY_ARG = {"inspect": "path", "set_profile": "profile", "set_fiber": "type"}
+#: reply timeout of ``dscope ctl`` when --timeout is not given (calibrate: capture + measurement)
+CTL_TIMEOUT_S = 10.0
+CTL_CALIBRATE_TIMEOUT_S = 60.0
 
 
 def register(sub) -> None:
@@ -37,7 +42,7 @@ def register(sub) -> None:
     s = sub.add_parser("subscribe", help="print the daemon's messages, one JSON object per line")
     s.add_argument("--config", metavar="FILE", help="configuration file (for the default endpoint)")
     s.add_argument("--pub", metavar="ENDPOINT", help="the daemon's PUB endpoint")
-    s.add_argument("--topic", action="append", metavar="T", help="verdict, state, heartbeat or focus (repeatable; default all)")
+    s.add_argument("--topic", action="append", metavar="T", help="verdict, state, heartbeat, focus or calibration (repeatable; default all)")
     s.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     s.add_argument("--timeout", type=float, metavar="S", help="exit 1 when nothing arrives for S seconds")
     s.set_defaults(func=cmd_subscribe)
@@ -45,7 +50,12 @@ def register(sub) -> None:
     c = sub.add_parser("ctl", help="send one control command to the daemon and print the JSON reply")
     c.add_argument("--config", metavar="FILE", help="configuration file (for the default endpoint)")
     c.add_argument("--control", metavar="ENDPOINT", help="the daemon's control endpoint")
-    c.add_argument("--timeout", type=float, default=10.0, metavar="S", help="reply timeout (default 10 s)")
+    c.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help=f"reply timeout (default {CTL_TIMEOUT_S:g} s, calibrate {CTL_CALIBRATE_TIMEOUT_S:g} s)")
+    c.add_argument("--dot-spacing-um", type=float, metavar="UM", help="calibrate: pitch of the stage-micrometer dot grid")
+    c.add_argument("--cladding-um", type=float, metavar="UM", help="calibrate: cladding diameter of a reference fiber")
+    c.add_argument("--apply", action=argparse.BooleanOptionalAction, default=None,
+                   help="calibrate: use the new scale for following images (default: yes)")
     c.add_argument("command", metavar="COMMAND", help="status, inspect, trigger, calibrate, focus_start, focus_stop, "
                    "set_profile, set_fiber, reset, shutdown")
     c.add_argument("args", nargs="*", metavar="ARG", help="key=value arguments (or the main argument alone)")
@@ -146,7 +156,16 @@ def cmd_ctl(args) -> int:
 
     endpoint = args.control or _config(args.config).daemon.control_endpoint
     req = parse_ctl_args(args.command, args.args)
-    with ControlClient(endpoint, timeout_s=args.timeout) as client:
+    options = {"dot_spacing_um": args.dot_spacing_um, "cladding_um": args.cladding_um, "apply": args.apply}
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and args.command != "calibrate":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise DScopeError("bad_argument", f"{flags}: only for 'dscope ctl calibrate'")
+    req.update(given)  # the daemon validates (exactly one target, positive)
+    timeout_s = args.timeout
+    if timeout_s is None:
+        timeout_s = CTL_CALIBRATE_TIMEOUT_S if args.command == "calibrate" else CTL_TIMEOUT_S
+    with ControlClient(endpoint, timeout_s=timeout_s) as client:
         reply = client.request(req)
     try:
         print(json.dumps(reply, indent=2), flush=True)

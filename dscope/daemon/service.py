@@ -180,10 +180,13 @@ class Daemon:
         self._lock = threading.Lock()  # settings, last verdict, counters
         # what the operator chose (config or set_profile/set_fiber); None = the config's default,
         # which for the fiber type means "not chosen" (no nominal scale: see docs/architecture.md)
-        self._choice = {"profile": dcfg.profile, "fiber_type": dcfg.fiber_type, "core_um": None, "cladding_um": None}
+        # "calibration_path": a calibration measured by the ``calibrate`` command and applied (None = the config's)
+        self._choice = {"profile": dcfg.profile, "fiber_type": dcfg.fiber_type, "core_um": None, "cladding_um": None,
+                        "calibration_path": None}
         self._settings = self._build_settings(config, dcfg, self._choice)
         self._settings_key = 1
         self._last_verdict: dict | None = None
+        self._last_calibration: dict | None = None
         self.counts: collections.Counter = collections.Counter()
         self.machine = BenchMachine(on_change=self._on_state_change)
         self.publisher: Publisher | None = None
@@ -198,11 +201,15 @@ class Daemon:
         self._last_rescan = time.monotonic()
 
     # ------------------------------------------------------------------ settings
-    def _calibration_path(self, dcfg: DaemonConfig) -> Path | None:
-        if not dcfg.calibration_file:
+    def _calibration_path(self, dcfg: DaemonConfig, applied: str | None = None) -> Path | None:
+        """The calibration file to load: one applied by ``calibrate``, else ``daemon.calibration_file``."""
+        if applied:
+            p = Path(applied)
+        elif not dcfg.calibration_file:
             return None
-        p = Path(dcfg.calibration_file)
-        p = p if p.is_absolute() else self.state_dir / p
+        else:
+            p = Path(dcfg.calibration_file)
+            p = p if p.is_absolute() else self.state_dir / p
         if not p.is_file():
             self.log.warning("calibration_missing", path=str(p), note="inspecting without a calibrated scale")
             return None
@@ -218,8 +225,13 @@ class Daemon:
             fiber_type=choice.get("fiber_type"),
             core_um=choice.get("core_um"),
             cladding_um=choice.get("cladding_um"),
-            calibration_path=self._calibration_path(dcfg),
+            calibration_path=self._calibration_path(dcfg, choice.get("calibration_path")),
         )
+
+    def _calibration_target(self, config: Config, dcfg: DaemonConfig) -> Path:
+        """Where ``calibrate`` writes: ``daemon.calibration_file``, else ``scale.calibration_file``; relative = state dir."""
+        p = Path(dcfg.calibration_file or config.scale.calibration_file)
+        return p if p.is_absolute() else self.state_dir / p
 
     def settings_summary(self) -> dict:
         s = self._settings
@@ -616,6 +628,8 @@ class Daemon:
             cfg = load_config(self.config_path)
             dcfg = DaemonConfig.model_validate({**cfg.daemon.model_dump(), **self._overrides})
             choice = dict(self._choice)
+            if dcfg.calibration_file != self.dcfg.calibration_file:
+                choice["calibration_path"] = None  # the operator pointed the config at another calibration
             if choice["profile"] not in cfg.profiles:
                 choice["profile"] = dcfg.profile  # the chosen profile is gone from the new file
             settings = self._build_settings(cfg, dcfg, choice)
@@ -667,6 +681,7 @@ class Daemon:
                        "connected": getattr(self.camera, "connected", None)} if self.dcfg.camera != "none" else None,
             "seq": self.publisher.counter.current() if self.publisher else {},
             "last_verdict": last,
+            "last_calibration": self._last_calibration,
         }
 
     def _handle(self, cmd: str, args: dict, reply_later: Callable[[dict], None]) -> dict | None:
@@ -785,6 +800,111 @@ class Daemon:
         self._inbox.append(job)
         self.waker.wake()
 
+    # ------------------------------------------------------------------ calibration (camera thread)
+    def _calibrate(self, args: dict, reply_later, timeout_s: float) -> None:
+        """``calibrate``: capture -> measure -> write calibration.json + history -> apply -> publish -> reply.
+
+        Runs in the camera thread (never the control or main thread).  Camera errors move to
+        ``fault`` (published on ``state``); a target without a usable lattice / fiber replies
+        ``calibration_failed`` and returns to ``idle``.
+        """
+        from dscope.calibration_io import write_calibration
+        from dscope.inspection.calibration import calibrate_dot_grid, calibrate_reference_fiber
+
+        try:
+            frame = self.camera.capture_calibration(timeout_s)
+        except DScopeError as exc:  # any camera error while calibrating: fault, error published
+            self._on_camera_fault(exc)
+            reply_later({"ok": False, "error": {"code": exc.code, "message": exc.message}})
+            return
+        with self._lock:
+            config, dcfg, profile = self.config, self.dcfg, self._settings.profile
+        target = self._calibration_target(config, dcfg)
+        source = {"kind": "camera", "serial": frame.serial, "frame_id": int(frame.frame_id),
+                  "host_time_s": frame.host_time_s, "frame_kind": frame.kind}
+        if "dot_spacing_um" in args:
+            method, request = "dot_grid", {"dot_spacing_um": float(args["dot_spacing_um"])}
+        else:
+            method, request = "reference_fiber", {"cladding_um": float(args["cladding_um"])}
+        base = {"method": method, **request, "source": source, "calibration_file": str(target)}
+        t0 = time.monotonic()
+        try:
+            try:  # the raw target beside calibration.json, so every history row can be re-measured
+                png = self._save_png(frame.image, target.parent,
+                                     f"{target.stem}_{self._frame_stem(frame)}")
+            except (OSError, DScopeError) as exc:
+                self.log.error("calibration_frame_save_failed", error=str(exc))
+                png = None
+            base["frame_path"] = str(png) if png else None
+            if method == "dot_grid":
+                result = calibrate_dot_grid(frame.image, request["dot_spacing_um"], config.calibration)
+            else:
+                result = calibrate_reference_fiber(frame.image, request["cladding_um"],
+                                                   config.profile(profile).localization)
+            doc = write_calibration(result, target, image_path=png)
+            applied = False
+            if args.get("apply", True):
+                with self._lock:
+                    choice = {**self._choice, "calibration_path": str(target)}
+                    settings = self._build_settings(config, dcfg, choice)  # re-reads and validates the file
+                    self._choice, self._settings = choice, settings
+                    self._settings_key += 1
+                applied = True
+        except DScopeError as exc:  # calibration_failed (no lattice / fiber, cannot write), calibration_invalid
+            err = {"code": exc.code, "message": exc.message}
+            self.log.warning("calibration_failed", **base, error=err)
+            with self._lock:
+                self._last_calibration = {"ok": False, **base, "error": err}
+            self.publisher.publish("calibration", {"ok": False, **base, "error": err})
+            self.machine.try_fire("abort")
+            reply_later({"ok": False, "error": err, **base})
+            return
+        except Exception as exc:  # a bug in the measurement: report it, back to idle (the camera is fine)
+            self.log.exception("calibration_crashed", **base)
+            err = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            self.publisher.publish("calibration", {"ok": False, **base, "error": err})
+            self.machine.try_fire("abort")
+            reply_later({"ok": False, "error": err, **base})
+            return
+        payload = {
+            "ok": True,
+            **base,
+            "um_per_px": doc["um_per_px"],
+            "uncertainty_um_per_px": doc["uncertainty_um_per_px"],
+            "n_dots": doc["n_dots"],
+            "history_csv": doc["history_csv"],
+            "timestamp": doc["timestamp"],
+            "applied": applied,
+            "compute_s": round(time.monotonic() - t0, 6),
+            "details": doc.get("details", {}),
+        }
+        with self._lock:
+            self._last_calibration = payload
+        self.log.info("calibrated", **{k: v for k, v in payload.items() if k != "details"})
+        if applied:
+            self.log.info("settings_changed", **self.settings_summary())
+        self.publisher.publish("calibration", payload)
+        self.machine.try_fire("calibrated")
+        reply_later({**payload, "settings": self.settings_summary()})
+
+    @staticmethod
+    def _frame_stem(frame) -> str:
+        stamp = datetime.fromtimestamp(frame.host_time_s, tz=timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        safe_serial = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(frame.serial))
+        return f"{safe_serial}_{int(frame.frame_id)}_{stamp}"
+
+    def _save_png(self, image, folder: Path, stem: str) -> Path:
+        """Write ``image`` losslessly as ``folder/stem.png`` (a taken name gets a suffix; never overwrites)."""
+        import cv2
+
+        folder.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".png", image)
+        if not ok:
+            raise DScopeError("grab_failed", "frame could not be encoded as PNG")
+        img, _ = unique_destination(folder, stem, ".png")
+        write_new_file(img, buf.tobytes())
+        return img
+
     def _save_frame(self, frame, folder: Path) -> Path:
         """Save the raw frame losslessly (PNG, 8 or 16 bit) under ``folder/YYYYMMDD/``; never overwrites."""
         import cv2
@@ -821,11 +941,7 @@ class Daemon:
                 if not wait_verdict:
                     reply_later({"ok": True, "serial": frame.serial, "frame_id": int(frame.frame_id)})
             elif cmd == "calibrate":
-                frame = self.camera.capture_calibration(timeout_s)
-                png = self._save_frame(frame, self.state_dir / "calibration")
-                self.machine.try_fire("calibrated")
-                reply_later({"ok": True, "path": str(png), "serial": frame.serial, "frame_id": int(frame.frame_id),
-                             "note": "measure it with: dscope calibrate"})
+                self._calibrate(args, reply_later, timeout_s)
             elif cmd == "focus_start":
                 self.camera.start_focus()
                 reply_later({"ok": True, "state": self.machine.state})

@@ -18,6 +18,11 @@ Examples
 ... except Exception as exc:
 ...     print(exc.code)
 unknown_command
+>>> try:
+...     parse_request(b'{"cmd": "calibrate", "dot_spacing_um": 10, "cladding_um": 125}')
+... except Exception as exc:
+...     print(exc.code)
+bad_argument
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from dscope.ipc.publisher import Waker
 class Arg:
     """One command argument: JSON type name, required flag, help text."""
 
-    type: str  # "str" | "number" | "bool"
+    type: str  # "str" | "number" | "positive" (finite number > 0) | "bool"
     required: bool = False
     help: str = ""
 
@@ -53,7 +58,15 @@ COMMANDS: dict[str, tuple[str, dict[str, Arg]]] = {
         {"path": Arg("str", True, "image file"), "wait": Arg("bool", False, "reply with the verdict")},
     ),
     "trigger": ("grab one camera frame and inspect it", {"wait": Arg("bool", False, "reply with the verdict")}),
-    "calibrate": ("grab a calibration frame (saved as PNG in the state dir)", {}),
+    "calibrate": (
+        "capture a calibration target and measure um/px (exactly one of dot_spacing_um, cladding_um); "
+        "writes calibration.json + history CSV",
+        {
+            "dot_spacing_um": Arg("positive", False, "pitch of the stage-micrometer dot grid"),
+            "cladding_um": Arg("positive", False, "cladding diameter of a reference fiber"),
+            "apply": Arg("bool", False, "use the new scale for following images (default true)"),
+        },
+    ),
     "focus_start": ("start live focus metrics (topic focus)", {}),
     "focus_stop": ("stop live focus metrics", {}),
     "set_profile": ("processing profile for following images", {"profile": Arg("str", True, "profile name")}),
@@ -69,6 +82,9 @@ COMMANDS: dict[str, tuple[str, dict[str, Arg]]] = {
     "shutdown": ("finish the images in progress and exit", {}),
 }
 
+#: command -> arguments of which exactly one must be given
+EXACTLY_ONE: dict[str, tuple[str, ...]] = {"calibrate": ("dot_spacing_um", "cladding_um")}
+
 
 def _type_ok(value: Any, kind: str) -> bool:
     if kind == "str":
@@ -77,6 +93,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "positive":
+        return _type_ok(value, "number") and value > 0
     raise AssertionError(kind)  # pragma: no cover
 
 
@@ -100,7 +118,11 @@ def validate_command(request: Any) -> tuple[str, dict]:
                 raise DScopeError("bad_argument", f"{cmd}: missing argument {name!r} ({arg.type})")
             continue
         if not _type_ok(args[name], arg.type):
-            raise DScopeError("bad_argument", f"{cmd}: argument {name!r} must be a {arg.type}, got {args[name]!r}")
+            what = "positive number" if arg.type == "positive" else arg.type
+            raise DScopeError("bad_argument", f"{cmd}: argument {name!r} must be a {what}, got {args[name]!r}")
+    group = EXACTLY_ONE.get(cmd)
+    if group and sum(name in args for name in group) != 1:
+        raise DScopeError("bad_argument", f"{cmd}: give exactly one of {', '.join(group)}")
     return cmd, args
 
 

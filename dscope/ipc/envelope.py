@@ -12,7 +12,8 @@ carrying, besides the topic's payload keys:
 ``boot_time``       epoch seconds when that daemon process started (seq restarts with it)
 
 Topics: ``verdict`` (``result`` = the result document, ``source``, ``status``),
-``state`` (``old``, ``new``, ``trigger``, ``error``), ``heartbeat`` and ``focus``.
+``state`` (``old``, ``new``, ``trigger``, ``error``), ``heartbeat``, ``focus`` and
+``calibration`` (``ok``, ``um_per_px``, ``uncertainty_um_per_px``, ``n_dots``, ... or ``error``).
 
 Examples
 --------
@@ -34,7 +35,7 @@ from pathlib import PurePath
 import numpy as np
 
 ENVELOPE_SCHEMA_VERSION = "1.0.0"
-TOPICS = ("verdict", "state", "heartbeat", "focus")
+TOPICS = ("verdict", "state", "heartbeat", "focus", "calibration")
 ENVELOPE_KEYS = ("schema", "schema_version", "topic", "seq", "time", "daemon_id", "boot_time")
 
 
