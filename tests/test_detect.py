@@ -194,3 +194,32 @@ def test_params_reject_unknown_keys_and_inconsistent_levels():
         DetectionParams.model_validate({**data, "confidence_low": 0.9, "confidence_threshold": 0.5})
     with pytest.raises(Exception):
         DetectionParams.model_validate({**data, "do2mr_window_px": 4})
+
+
+def test_thin_faint_scratch_survives_the_analysis_downscale_through_the_ridge_path():
+    # a sub-analysis-pixel scratch: the ROI is downscaled x2, the scratch is ~1 image px wide
+    spec = SynthSpec(width=1280, height=960, seed=21, um_per_px=0.25, noise_sigma=2.0,
+                     defects=[DefectSpec("scratch", zone="cladding", size_um=30, width_um=0.3, contrast=12)])
+    img, t = render(spec)
+    geo = truth_geometry(t)
+    params = DEEP.model_copy(update={"max_analysis_side_px": 400})
+    det, _ = run(img, t, geo, params=params, names=("core", "cladding"))
+    assert det.analysis_scale < 1.0
+    td = t.defects[0]
+    assert overlap_with_truth(det, t, td.id) > 0
+    hit = [c for c in det.candidates if c.evidence.get("ridge", 0.0) > 0]
+    assert hit, "the full-resolution ridge path gives evidence on the scratch"
+
+
+def test_weak_pit_is_not_merged_into_a_strong_neighbour():
+    img, t, geo = scene([DefectSpec("chip", size_um=25, contrast=60, angle_deg=0.0),
+                         DefectSpec("pit", radius_um=36, angle_deg=0.0, size_um=4, contrast=25)], seed=22)
+    det, _ = run(img, t, geo, names=("core", "cladding"))
+    x0, y0, w, h = det.roi_xywh
+    labs = []
+    for td in t.defects:
+        tl = t.labels[y0:y0 + h, x0:x0 + w] == td.id
+        vals, cnt = np.unique(det.labels[tl & (det.labels > 0)], return_counts=True)
+        assert vals.size, f"{td.type} not detected"
+        labs.append(int(vals[np.argmax(cnt)]))
+    assert labs[0] != labs[1], "pit and chip are separate candidates"

@@ -169,3 +169,37 @@ def test_skeleton_lines_bounded_on_a_pure_noise_frame():
 def test_strength_ramp():
     s = M.strength(np.array([-1.0, 2.0, 4.0, 10.0], np.float32), 2.0, 6.0)
     assert s.tolist() == [0.0, 0.0, 0.5, 1.0]
+
+
+def test_hessian_ridge_sees_thin_lines_of_both_polarities_above_noise():
+    rng = np.random.default_rng(31)
+    base = rng.normal(100, 2.0, (64, 64)).astype(np.float32)
+    for sign in (-1.0, 1.0):
+        im = base.copy()
+        im[:, 32] += sign * 12.0  # one pixel wide line
+        r = M.hessian_ridge(im, 1.0)
+        line = float(np.median(r[8:-8, 32]))
+        noise = float(np.percentile(r[8:-8, 4:20], 99))
+        assert line > noise
+
+
+def test_max_pool_equals_block_maximum():
+    rng = np.random.default_rng(32)
+    a = rng.normal(size=(13, 10)).astype(np.float32)
+    p = M.max_pool(a, 3)
+    assert p.shape == (4, 3)
+    for i in range(4):
+        for j in range(3):
+            assert p[i, j] == a[3 * i:3 * i + 3, 3 * j:3 * j + 3].max()
+
+
+def test_group_robust_stats_match_numpy_per_group():
+    rng = np.random.default_rng(33)
+    g = rng.integers(0, 6, 2000)
+    v = (rng.normal(size=2000) * (g + 1) + g).astype(np.float32)
+    med, sig = M.group_robust_stats(v, g, 8, 30, (-1.0, 5.0))
+    for k in range(6):
+        s = v[g == k]
+        assert med[k] == pytest.approx(np.median(s), abs=1e-5)
+        assert sig[k] == pytest.approx(M.MAD_TO_SIGMA * np.median(np.abs(s - np.median(s))), rel=1e-4)
+    assert med[6] == -1.0 and sig[7] == 5.0  # empty groups get the fallback

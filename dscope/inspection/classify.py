@@ -108,6 +108,8 @@ class ClassificationParams(StrictModel):
     min_cnr: float = Field(ge=0, description="defects below this contrast-to-noise against their own local "
                            "background are not reported (haze, mottling); not applied on the cladding edge band")
     skeleton_smooth_px: float = Field(gt=0, le=3, description="polygon tolerance smoothing the skeleton before its length")
+    skeleton_max_halfwidth_px: float = Field(default=0.0, ge=0, le=50, description="regions wider than twice "
+                                             "this are thinned on a binned mask (bounded cost; 0 = never)")
     line_min_elongation: float = Field(gt=1, description="skeleton_length^2 / area at which a defect is line-like")
     line_min_length_um: float = Field(ge=0, description="shortest line-like defect (shorter: compact)")
     line_min_aspect_ratio: float = Field(ge=1, description="minAreaRect length / width of a line-like defect")
@@ -162,7 +164,18 @@ def _shift(s: np.ndarray, dy: int, dx: int) -> np.ndarray:
 _RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
 
 
-def _skeleton_features(mask: np.ndarray, A: np.ndarray, smooth_px: float) -> tuple[float, float, int, np.ndarray]:
+_K3 = np.ones((3, 3), np.uint8)
+_NB8 = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32)
+
+
+def _neighbour_count(s: np.ndarray) -> np.ndarray:
+    """Number of set 8-neighbours of every pixel (outside the patch counts as unset)."""
+    return cv2.filter2D(s.astype(np.uint8), cv2.CV_16S, _NB8, borderType=cv2.BORDER_CONSTANT)
+
+
+def _skeleton_features(
+    mask: np.ndarray, A: np.ndarray, smooth_px: float, max_halfwidth_px: float = 0.0
+) -> tuple[float, float, int, np.ndarray]:
     """Skeleton length (circular frame), tortuosity, branch count, skeleton mask.
 
     Length counts 4-neighbour steps and only those diagonal steps that are not
@@ -171,15 +184,26 @@ def _skeleton_features(mask: np.ndarray, A: np.ndarray, smooth_px: float) -> tup
     connected cluster.  Tortuosity = length / largest end-to-end distance.
     """
     m8 = mask.astype(np.uint8)
+    half_w = float(cv2.distanceTransform(np.pad(m8, 1), cv2.DIST_L2, 3).max())
+    if max_halfwidth_px > 0 and half_w > max_halfwidth_px:
+        # wide region (blob, chip): its skeleton is found on a binned mask (bounded thinning cost)
+        f = int(math.ceil(half_w / max_halfwidth_px))
+        hb, wb = max(m8.shape[0] // f, 1), max(m8.shape[1] // f, 1)
+        small = cv2.resize(m8[: hb * f, : wb * f].astype(np.float32), (wb, hb), interpolation=cv2.INTER_AREA)
+        m8 = (small >= 0.5).astype(np.uint8)
+        if not m8.any():
+            m8 = (small > 0).astype(np.uint8)
+        A = A * f
+        half_w /= f
     skel = cv2.ximgproc.thinning(m8 * 255) > 0
     if not skel.any():
         return 0.0, 1.0, 0, skel
     # prune spurs shorter than the half-width: peel end pixels k times, then regrow the kept ends
-    k = int(math.ceil(float(cv2.distanceTransform(np.pad(m8, 1), cv2.DIST_L2, 3).max())))
+    k = int(math.ceil(half_w))
     pruned = skel.copy()
     removed = []
     for _ in range(k):  # k ~ half-width in px, a handful of vectorised passes
-        cnt = sum(_shift(pruned, dy, dx).astype(np.int8) for dy, dx in _RING)
+        cnt = _neighbour_count(pruned)
         end = pruned & (cnt <= 1)
         if not end.any() or np.count_nonzero(pruned) - np.count_nonzero(end) < 2:
             break
@@ -188,11 +212,8 @@ def _skeleton_features(mask: np.ndarray, A: np.ndarray, smooth_px: float) -> tup
     if removed:
         # regrow along the removed pixels only from the surviving main-path ends
         for _ in range(len(removed)):
-            cnt = sum(_shift(pruned, dy, dx).astype(np.int8) for dy, dx in _RING)
-            ends_now = pruned & (cnt <= 1)
-            near_end = np.zeros_like(pruned)
-            for dy, dx in _RING:
-                near_end |= _shift(ends_now, dy, dx)
+            ends_now = pruned & (_neighbour_count(pruned) <= 1)
+            near_end = cv2.dilate(ends_now.astype(np.uint8), _K3) > 0
             pruned |= skel & near_end & ~pruned
         skel = pruned
     nb = [_shift(skel, dy, dx) for dy, dx in _RING]
@@ -381,7 +402,7 @@ def characterize(
             orientation = float((eang if ew >= eh else eang + 90.0) % 180.0)
         else:
             orientation = 0.0
-        skel_len, tort, branches, skel = _skeleton_features(m, A, params.skeleton_smooth_px)
+        skel_len, tort, branches, skel = _skeleton_features(m, A, params.skeleton_smooth_px, params.skeleton_max_halfwidth_px)
         skel_len_ext = skel_len + ext
         elongation = skel_len_ext * skel_len_ext / max(area_n, 1e-6)
         # cross-section width: integrated contrast / (depth x length)

@@ -33,16 +33,15 @@ from typing import Literal
 import cv2
 import numpy as np
 from pydantic import Field, model_validator
-from scipy import ndimage
 
 from dscope.errors import ImageError
 from dscope.inspection import methods as M
 from dscope.inspection.types import FiberGeometry, ZoneMask
 from dscope.params import StrictModel
 
-MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton"]
+MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton", "ridge"]
 #: Methods that look for lines or edges; they are damped on the cladding boundary band.
-EDGE_METHODS = ("do2mr", "gradient", "lei", "skeleton")
+EDGE_METHODS = ("do2mr", "gradient", "lei", "skeleton", "ridge")
 
 
 class MethodSettings(StrictModel):
@@ -109,6 +108,12 @@ class DetectionParams(StrictModel):
     skeleton_max_points: int = Field(ge=100, description="cap on skeleton pixels fed to Hough (bounded work)")
     skeleton_max_lines: int = Field(ge=1, description="cap on Hough segments used")
     skeleton_thickness_px: int = Field(ge=1, le=15)
+    ridge_sigma_px: float = Field(default=1.0, gt=0, le=4, description="Gaussian scale of the full-resolution "
+                                  "Hessian ridge path (image px; about half the widest thin line)")
+    ridge_max_side_px: int = Field(default=1024, ge=64, le=4096, description="the ridge path runs on the glass "
+                                   "zones' box at full resolution unless it is longer than this (then binned)")
+    ridge_profile_step_px: int = Field(default=2, ge=1, le=8, description="sub-sampling of the ridge's radial "
+                                       "median profile (removes the rim line, core step and GI dot)")
     edge_band_um: float = Field(ge=0, description="half-width of the cladding-boundary band")
     edge_band_suppression: float = Field(ge=0, le=1, description="edge/line methods are multiplied by this in the band")
     center_flat_um: float = Field(ge=0, description="background profile held flat inside this radius (central pits)")
@@ -119,6 +124,10 @@ class DetectionParams(StrictModel):
     confidence_low: float = Field(gt=0, lt=1, description="growth level of the fused confidence (hysteresis)")
     segment_fraction: float = Field(gt=0, lt=1, description="region pixels kept at this fraction of its peak residual")
     segment_min_z: float = Field(ge=0, description="and at least this residual z-score")
+    segment_local_px: int = Field(default=0, ge=0, le=50, description="half-maximum refinement against the "
+                                  "peak within this radius (analysis px) instead of the whole region's (0)")
+    split_gap_px: int = Field(default=2, ge=0, le=20, description="pieces of a segmented region further apart "
+                              "than this (analysis px) become separate defects (0 = never split)")
     min_area_um2: float = Field(ge=0, description="smallest defect kept")
     min_area_px: int = Field(ge=1, description="and at least this many analysis pixels")
     baseline: BaselineParams
@@ -199,6 +208,65 @@ def _label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Maximum of ``values`` per label (``-inf`` for absent labels); no sort."""
     out = np.full(n, -np.inf, np.float32)
     np.maximum.at(out, labels, values.astype(np.float32))
+    return out
+
+
+def _centre_dot(lab: np.ndarray, n: int, r_map: np.ndarray, max_offset_px: float, max_diam_px: float) -> np.ndarray:
+    """Per label: is the region a small spot centred on the fiber (the graded-index dot)?"""
+    ys, xs = np.nonzero(lab)
+    ll = lab[ys, xs]
+    counts = np.bincount(ll, minlength=n)
+    cnt1 = np.maximum(counts, 1)
+    cy_c = (np.bincount(ll, weights=ys, minlength=n) / cnt1).astype(np.int64)
+    cx_c = (np.bincount(ll, weights=xs, minlength=n) / cnt1).astype(np.int64)
+    r_cent = r_map[np.clip(cy_c, 0, lab.shape[0] - 1), np.clip(cx_c, 0, lab.shape[1] - 1)]
+    eq_diam = 2.0 * np.sqrt(counts / math.pi)
+    return (r_cent <= max_offset_px) & (eq_diam <= max_diam_px)
+
+
+def _ridge_response(
+    crop: np.ndarray, glass: np.ndarray, kdown: int, origin_xy: tuple[int, int], geometry: FiberGeometry,
+    params: DetectionParams,
+) -> np.ndarray:
+    """Hessian ridge strength computed at (near) full resolution on the glass zones' box, max-pooled
+    to the analysis grid; a scratch narrower than an analysis pixel keeps its full contrast there.
+
+    The radial median profile of the response (over angle) is subtracted, so the
+    rotationally symmetric rim line, core step and graded-index dot do not respond.
+    """
+    hs, ws = glass.shape
+    out = np.zeros((hs, ws), np.float32)
+    if not glass.any():
+        return out
+    ys, xs = np.nonzero(glass)
+    ay0, ay1, ax0, ax1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    side = max(ay1 - ay0, ax1 - ax0) * kdown
+    kr = max(1, int(math.ceil(side / params.ridge_max_side_px)))
+    if kr >= kdown or kdown % kr:
+        kr = kdown  # no full-resolution gain possible within the bound
+    pool = kdown // kr
+    win = crop[ay0 * kdown:ay1 * kdown, ax0 * kdown:ax1 * kdown]
+    if kr > 1:
+        win = cv2.resize(win, (win.shape[1] // kr, win.shape[0] // kr), interpolation=cv2.INTER_AREA)
+    sigma = max(params.ridge_sigma_px / kr, 0.5)
+    r = M.hessian_ridge(win, sigma)
+    half = (kr - 1) / 2.0
+    r_map = M.normalized_radius_map(
+        r.shape, (origin_xy[0] + ax0 * kdown + half, origin_xy[1] + ay0 * kdown + half), geometry.center_px,
+        geometry.axis_ratio, geometry.angle_deg, 1.0 / kr,
+    )
+    st = params.ridge_profile_step_px
+    rs_, rm_ = r[::st, ::st], r_map[::st, ::st]
+    q = max(float(np.percentile(rs_, 99.5)) / 255.0, 1e-6)
+    bins = rm_.astype(np.int32)
+    n_bins = int(bins.max()) + 1
+    prof = M.binned_median(np.minimum(rs_ / q, 255).astype(np.uint8).ravel(), bins.ravel(), n_bins,
+                           params.min_bin_count) * np.float32(q)
+    r = r - prof[np.minimum(r_map.astype(np.int32), n_bins - 1)]
+    pooled = M.max_pool(r, pool)
+    ph, pw = min(pooled.shape[0], hs - ay0), min(pooled.shape[1], ws - ax0)
+    out[ay0:ay0 + ph, ax0:ax0 + pw] = pooled[:ph, :pw]
+    out[~glass] = 0.0
     return out
 
 
@@ -326,18 +394,16 @@ def detect(
     g_sub = groups[sub]
     z_sub = zidx[sub] - 1
     gi = np.where(union, groups, 0)
+    group_zone = np.arange(n_groups) // (T * T)
 
     def zscore(resp: np.ndarray) -> np.ndarray:
         v = resp[sub]
         # zone-wide fallback, then zone x tile
         zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (float(np.median(v)), M.robust_sigma(v)))
-        med = np.empty(n_groups, np.float32)
-        sig = np.empty(n_groups, np.float32)
-        for k in range(n_zones):  # a few zones
-            sl = slice(k * T * T, (k + 1) * T * T)
-            med[sl], sig[sl] = M.group_robust_stats(
-                v[z_sub == k], g_sub[z_sub == k] - k * T * T, T * T, params.min_tile_px, (float(zm[k]), float(zsg[k]))
-            )
+        med, sig = M.group_robust_stats(v, g_sub, n_groups, params.min_tile_px, (np.nan, np.nan))
+        thin = np.isnan(med)  # too few samples in the tile: the zone's statistics
+        med[thin] = zm[group_zone[thin]]
+        sig[thin] = zsg[group_zone[thin]]
         sig = np.maximum(sig, params.min_sigma)
         return ((resp - med[gi]) / (sig[gi] * band_factor)).astype(np.float32)
 
@@ -404,6 +470,11 @@ def detect(
         strengths["skeleton"] = M.strength(zs, ms["skeleton"].z_low, ms["skeleton"].z_high)
         lap("skeleton")
 
+    if "ridge" in ms:
+        resp = _ridge_response(crop, glass, kdown, (x0, y0), geometry, params)
+        strengths["ridge"] = M.strength(zscore(resp), ms["ridge"].z_low, ms["ridge"].z_high)
+        lap("ridge")
+
     # ---- fusion (noisy-OR) ---------------------------------------------------------------------
     miss = np.ones((hs, ws), np.float32)
     for name, s in strengths.items():
@@ -426,25 +497,48 @@ def detect(
         peak_conf = _label_max(conf[fg], lab_fg, n)
         keep = peak_conf >= params.confidence_threshold
         keep[0] = False
-        tot = np.bincount(lab_fg, weights=rs[fg], minlength=n)
-        pol = np.where(tot < 0, -1.0, 1.0).astype(np.float32)
+        # polarity of the region = sign of its most extreme residual (a small pit inside a wide
+        # low-confidence halo of noise is not outvoted by the halo's sum)
+        zpos = _label_max(z_res[fg], lab_fg, n)
+        zneg = _label_max(-z_res[fg], lab_fg, n)
+        pol = np.where(zneg > zpos, -1.0, 1.0).astype(np.float32)
         signed = rs * pol[lab]
         peak = _label_max(signed[fg], lab_fg, n)
         zsigned = z_res * pol[lab]
-        refined = keep[lab] & (signed >= params.segment_fraction * peak[lab]) & (zsigned >= params.segment_min_z)
+        ref_peak = peak[lab]
+        if params.segment_local_px > 0:
+            # half-maximum against the LOCAL peak (within segment_local_px), capped by the region's
+            # peak: a weak pit next to a strong chip keeps its own half-maximum mask
+            kl = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.segment_local_px + 1,) * 2)
+            ref_peak = np.minimum(ref_peak, cv2.dilate(np.where(lab > 0, signed, 0).astype(np.float32), kl))
+        refined = keep[lab] & (signed >= params.segment_fraction * ref_peak) & (zsigned >= params.segment_min_z)
         lab_r = np.where(refined, lab, 0)
+        # a small dark/bright spot exactly at the centre is the graded-index dot (normal); judged on the
+        # whole region, before it is split into pieces
+        dot = _centre_dot(lab_r, n, r_map, params.center_dot_max_offset_um * ppu,
+                          params.center_dot_max_diameter_um * ppu)
+        if params.split_gap_px > 0 and refined.any():
+            # pieces of a refined region further apart than the gap are separate defects (a weak
+            # pit is not swallowed by a strong neighbour through their shared low-confidence halo)
+            kg = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.split_gap_px + 1,) * 2)
+            _, near = cv2.connectedComponents(cv2.dilate(refined.astype(np.uint8), kg), connectivity=8,
+                                              ltype=cv2.CV_32S)
+            key = near[refined].astype(np.int64) * n + lab_r[refined]
+            uk, inv = np.unique(key, return_inverse=True)
+            parent = np.concatenate([[0], (uk % n).astype(np.int64)])
+            lab_r = np.zeros((hs, ws), np.int32)
+            lab_r[refined] = inv.astype(np.int32) + 1
+            n = uk.size + 1
+            pol = pol[parent]
+            dot = dot[parent]
+            fg_r = lab_r > 0
+            keep = _label_max(conf[fg_r], lab_r[fg_r], n) >= params.confidence_threshold
+            keep[0] = False
         counts = np.bincount(lab_r.ravel(), minlength=n)
         min_area = max(params.min_area_px, int(math.ceil(params.min_area_um2 * ppu * ppu)))
         # thin arcs lying on the cladding boundary are the boundary itself (rim line, edge misfit)
         in_band = np.bincount(lab_r[band].ravel(), minlength=n)
         rim = in_band >= params.rim_band_fraction * np.maximum(counts, 1)
-        # a small dark/bright spot exactly at the centre is the graded-index dot (normal)
-        cy_c = np.bincount(lab_r.ravel(), weights=np.broadcast_to(np.arange(hs, dtype=np.float64)[:, None], (hs, ws)).ravel(), minlength=n)
-        cx_c = np.bincount(lab_r.ravel(), weights=np.broadcast_to(np.arange(ws, dtype=np.float64)[None, :], (hs, ws)).ravel(), minlength=n)
-        cnt1 = np.maximum(counts, 1)
-        r_cent = r_map[np.clip((cy_c / cnt1).astype(int), 0, hs - 1), np.clip((cx_c / cnt1).astype(int), 0, ws - 1)]
-        eq_diam = 2.0 * np.sqrt(counts / math.pi)
-        dot = (r_cent <= params.center_dot_max_offset_um * ppu) & (eq_diam <= params.center_dot_max_diameter_um * ppu)
         ok = (counts >= min_area) & keep & ~rim & ~dot
         ok[0] = False
         newid = np.zeros(n, np.int32)
@@ -464,24 +558,42 @@ def detect(
 
     lap("segmentation")
     # ---- back to ROI resolution ----------------------------------------------------------------
-    if kdown > 1:
-        def up(a, interp):
-            out = np.zeros((h, w), a.dtype)
-            out[: hs * kdown, : ws * kdown] = cv2.resize(a, (ws * kdown, hs * kdown), interpolation=interp)
-            return out
-
-        labels = up(labels_s, cv2.INTER_NEAREST)
-        conf_out = up(conf, cv2.INTER_LINEAR)
-    else:
-        labels, conf_out = labels_s, conf
+    # bounding boxes come from the analysis grid; labels are painted box by box (nearest-neighbour
+    # upsampling of each region only: no full-ROI resize or scan of the labels)
     candidates: list[Candidate] = []
-    objs = ndimage.find_objects(labels)
+    labels = np.zeros((h, w), np.int32) if kdown > 1 else labels_s
+    if cands_info:
+        # per-label bounding boxes from the (few) foreground pixels of the analysis grid
+        fy, fx = np.nonzero(labels_s)
+        fl = labels_s[fy, fx]
+        nl = int(labels_s.max()) + 1
+        bb_y0 = np.full(nl, hs, np.int64)
+        bb_x0 = np.full(nl, ws, np.int64)
+        bb_y1 = np.full(nl, -1, np.int64)
+        bb_x1 = np.full(nl, -1, np.int64)
+        np.minimum.at(bb_y0, fl, fy)
+        np.minimum.at(bb_x0, fl, fx)
+        np.maximum.at(bb_y1, fl, fy)
+        np.maximum.at(bb_x1, fl, fx)
     for lab_id, polarity, score, ev in cands_info:
-        sl = objs[lab_id - 1] if lab_id - 1 < len(objs) else None
-        if sl is None:
+        if lab_id >= nl or bb_y1[lab_id] < 0:
             continue
-        bbox = (x0 + sl[1].start, y0 + sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start)
-        candidates.append(Candidate(label=lab_id, bbox_xywh=bbox, evidence=ev, polarity=polarity, score=score))
+        sl = (slice(int(bb_y0[lab_id]), int(bb_y1[lab_id]) + 1), slice(int(bb_x0[lab_id]), int(bb_x1[lab_id]) + 1))
+        ya, yb = sl[0].start * kdown, min(sl[0].stop * kdown, h)
+        xa, xb = sl[1].start * kdown, min(sl[1].stop * kdown, w)
+        if kdown > 1:
+            m = labels_s[sl] == lab_id
+            m_up = np.repeat(np.repeat(m, kdown, axis=0), kdown, axis=1)[: yb - ya, : xb - xa]
+            labels[ya:yb, xa:xb][m_up] = lab_id
+        candidates.append(Candidate(label=lab_id, bbox_xywh=(x0 + xa, y0 + ya, xb - xa, yb - ya), evidence=ev,
+                                    polarity=polarity, score=score))
+    if kdown > 1:
+        conf_out = cv2.resize(conf, (ws * kdown, hs * kdown), interpolation=cv2.INTER_LINEAR)
+        if conf_out.shape != (h, w):
+            conf_out = cv2.copyMakeBorder(conf_out, 0, h - hs * kdown, 0, w - ws * kdown, cv2.BORDER_CONSTANT,
+                                          value=0)
+    else:
+        conf_out = conf
     lap("upsample_candidates")
     return Detection(
         roi_xywh=roi,
