@@ -101,6 +101,20 @@ def test_ellipse_axes_and_angle(ratio, angle, params):
     assert np.all(np.abs(rho / g.cladding_radius_px - 1) < 0.02)
 
 
+@pytest.mark.parametrize("size_wh", [(1280, 960), (2048, 1536), (1000, 700)])
+def test_coarse_downscale_modes_agree(size_wh):
+    """The pyramid coarse copy (fast path) and the integer INTER_AREA copy find the same fiber at full resolution."""
+    w, h = size_wh
+    img, t = render(SynthSpec(width=w, height=h, seed=11, um_per_px=125.0 / (0.4 * h), center_offset_px=(0.13 * w, -0.09 * h)))
+    out = {}
+    for mode in ("pyramid", "area"):
+        p = LocalizationParams.model_validate({**_section("fast_scan"), "coarse_downscale": mode})
+        out[mode] = _loc(img, t, p)
+    for g in out.values():
+        assert _center_err(g, t) < 0.5
+        assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.005
+
+
 def test_circle_reported_as_circle(params):
     img, t = render(SynthSpec(width=W, height=H, seed=3))
     assert _loc(img, t, params).cladding_ellipse is None
