@@ -131,9 +131,11 @@ def inspect_image(gray: np.ndarray, params: PipelineParams) -> InspectionResult:
     if params.zones:
         wanted = set(params.zones)
         zone_defs = [z for z in zone_defs if z.name in wanted]
-    outer_px = max(z.outer_um for z in zone_defs) / 2.0 * px_per_um
+    # a rule set written in px gives its zone diameters in px: realise them 1:1
+    zone_scale = params.rule_set.zone_px_per_um(px_per_um)
+    outer_px = max(z.outer_um for z in zone_defs) / 2.0 * zone_scale
     roi = fiber_roi(gray.shape, geometry, outer_px, params.roi_margin_px)
-    zones = build_zone_masks(gray.shape, geometry, zone_defs, px_per_um, roi)
+    zones = build_zone_masks(gray.shape, geometry, zone_defs, zone_scale, roi)
     clock.lap("zones")
 
     detection = detect(gray, geometry, zones, params.detection, px_per_um)
