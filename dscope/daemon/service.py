@@ -550,7 +550,10 @@ class Daemon:
         return None, None
 
     def _finalize(self, job: Job, verdict_id: str, doc: dict, *, publish: bool, recovered: bool = False) -> None:
-        """Store (unless recovered) -> publish -> move/write JSON -> mark finalized -> reply."""
+        """Store (unless recovered) -> move/write JSON -> publish -> mark finalized -> reply.
+
+        Files are in place before the verdict goes out, so a client that receives it finds the
+        image and its JSON where ``stored_as`` says."""
         now = time.monotonic()
         timings = {"detected_to_done": round(now - job.detected, 6)}
         if job.dispatched is not None:
@@ -573,6 +576,25 @@ class Daemon:
         except OSError as exc:
             img_dst = json_dst = None
             self.log.error("destination_failed", error=str(exc))
+        final_path = None
+        finalized = False
+        try:
+            if kind == "hot_folder":
+                if img_dst is None:  # keep the row unfinalized: a rescan retries the move, never re-inspects
+                    raise OSError("no destination folder")
+                move_no_clobber(job.path, img_dst)
+                final_path = str(img_dst)
+            if json_dst is not None:
+                write_new_file(json_dst, (json.dumps(doc, indent=2, default=json_default) + "\n").encode())
+            if kind == "camera":
+                final_path = str(img_dst) if img_dst else None
+        except OSError as exc:
+            self.log.error("finalize_failed", path=str(job.path), error=str(exc))
+        else:
+            finalized = True
+        finally:
+            if kind == "hot_folder":
+                self.hotfolder.release(job.path)
         payload = self._verdict_payload(
             verdict_id, doc, job.source, str(img_dst) if img_dst else None, recovered=recovered, timings=timings
         )
@@ -597,27 +619,11 @@ class Daemon:
             recovered=recovered,
             **timings,
         )
-        final_path = None
-        try:
-            if kind == "hot_folder":
-                if img_dst is None:  # keep the row unfinalized: a rescan retries the move, never re-inspects
-                    raise OSError("no destination folder")
-                move_no_clobber(job.path, img_dst)
-                final_path = str(img_dst)
-            if json_dst is not None:
-                write_new_file(json_dst, (json.dumps(doc, indent=2, default=json_default) + "\n").encode())
-            if kind == "camera":
-                final_path = str(img_dst) if img_dst else None
-        except OSError as exc:
-            self.log.error("finalize_failed", path=str(job.path), error=str(exc))
-        else:
+        if finalized:
             try:
                 self.store.mark_finalized(verdict_id, final_path)
             except DScopeError as exc:
                 self.log.error("store_mark_failed", error=exc.message, verdict_id=verdict_id)
-        finally:
-            if kind == "hot_folder":
-                self.hotfolder.release(job.path)
         if job.reply_later:
             job.reply_later({"ok": True, "verdict": {"seq": seq, **payload}})
 
