@@ -3,13 +3,15 @@
 Usage::
 
     python benchmarks/bench_speed.py [--n 10] [--seed 3] [--profiles fast_scan,deep_inspection]
-        [--zones core,cladding,adhesive,contact] [--pipeline] [--out FILE.json]
+        [--zones core,cladding,adhesive,contact] [--pipeline] [--repeat R] [--out FILE.json]
 
 Frames come from ``dscope.synth.random_spec`` ("mixed" scenario, every fiber
 type, 2048x1536).  ``cv2.setNumThreads(1)``.  Detection runs on the true
 geometry and zones (this module's cost); ``--pipeline`` also times the lead's
 full pipeline (localization, zones, detect, characterize, grading) per stage.
-Reported: median / p95 / max milliseconds per stage and in total.
+Reported: median / p95 / max milliseconds per stage and in total.  With
+``--repeat R`` each frame runs R times and its fastest run is kept (on a
+machine shared with other jobs the slower runs measure the neighbours).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", default="fast_scan,deep_inspection")
     ap.add_argument("--zones", default="core,cladding,adhesive,contact")
     ap.add_argument("--pipeline", action="store_true", help="also time the full pipeline per stage")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per frame; the fastest is kept (shared machine)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--config", default=None, help="configuration file (default: the shipped one)")
     args = ap.parse_args(argv)
@@ -61,12 +64,18 @@ def main(argv=None) -> int:
         stages = defaultdict(list)
         for img, t, geo, zones in frames:
             detect(img, geo, zones, prof.detection, 1 / t.um_per_px)  # warm-up (page faults, caches)
-            t0 = time.perf_counter()
-            det = detect(img, geo, zones, prof.detection, 1 / t.um_per_px)
-            t1 = time.perf_counter()
-            characterize(img, det, geo, zones, Scale(t.um_per_px, "um_per_px"), 1 / t.um_per_px, cfg.classification)
-            t2 = time.perf_counter()
-            for k, v in det.diagnostics.get("timings_ms", {}).items():
+            best = None
+            for _ in range(args.repeat):  # fastest of --repeat runs: robust to other processes on the machine
+                t0 = time.perf_counter()
+                det = detect(img, geo, zones, prof.detection, 1 / t.um_per_px)
+                t1 = time.perf_counter()
+                characterize(img, det, geo, zones, Scale(t.um_per_px, "um_per_px"), 1 / t.um_per_px,
+                             cfg.classification)
+                t2 = time.perf_counter()
+                if best is None or t2 - t0 < best[2] - best[0]:
+                    best = (t0, t1, t2, dict(det.diagnostics.get("timings_ms", {})))
+            t0, t1, t2, laps = best
+            for k, v in laps.items():
                 stages[f"detect.{k}"].append(v)
             stages["detect"].append(1e3 * (t1 - t0))
             stages["characterize"].append(1e3 * (t2 - t1))
@@ -79,10 +88,16 @@ def main(argv=None) -> int:
             for img, t, geo, zones in frames:
                 settings = RunSettings.create(profile=prof_name, fiber_type=t.fiber_type, zones=list(names))
                 pp = settings.pipeline_params()
-                t0 = time.perf_counter()
-                res = inspect_image(img, pp)
-                stages["pipeline.total"].append(1e3 * (time.perf_counter() - t0))
-                for k, v in res.timings_s.items():
+                inspect_image(img, pp)  # warm-up
+                best = None
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    res = inspect_image(img, pp)
+                    dt = time.perf_counter() - t0
+                    if best is None or dt < best[0]:
+                        best = (dt, dict(res.timings_s))
+                stages["pipeline.total"].append(1e3 * best[0])
+                for k, v in best[1].items():
                     stages[f"pipeline.{k}"].append(1e3 * v)
         rep = {k: dict(median=float(np.median(v)), p95=float(np.percentile(v, 95)), max=float(np.max(v)))
                for k, v in stages.items()}

@@ -9,7 +9,10 @@ Outline of :func:`detect`:
    ``gray - background`` is flat across zone edges, the core step, the rim
    line of the cladding and the graded-index centre dot.
 3. Each enabled method (DO2MR, black/top-hat, morphological gradient, LEI line
-   detectors, skeleton/Hough line path) gives a response; each response is
+   detectors, skeleton/Hough line path, and the *ridge* path: Hessian curvature
+   computed at full resolution on the core+cladding box, its radial median
+   removed, max-pooled onto the analysis grid, so a scratch narrower than an
+   analysis pixel is not averaged away) gives a response; each response is
    turned into a z-score with the robust statistics (median / MAD) of its own
    zone and tile (``tile_grid`` x ``tile_grid``), scaled up where the radial
    noise profile rises (the cladding boundary), and ramped to a [0, 1]
@@ -19,8 +22,12 @@ Outline of :func:`detect`:
 5. Segmentation: hysteresis on the confidence map (seeds at
    ``confidence_threshold``, growth to ``confidence_low``), then each region is
    refined to the pixels whose smoothed residual reaches ``segment_fraction``
-   of the region's peak (a half-maximum mask), so sizes are measured on the
-   defect and not on the filter support.
+   of the region's peak (a half-maximum mask; with ``segment_local_px`` the
+   peak within that radius), so sizes are measured on the defect and not on
+   the filter support.  The region's polarity is the sign of its most extreme
+   residual.  Refined pieces further apart than ``split_gap_px`` become
+   separate candidates (a weak defect is not merged into a strong neighbour
+   through their shared low-confidence halo).
 """
 
 from __future__ import annotations
@@ -399,7 +406,10 @@ def detect(
     def zscore(resp: np.ndarray) -> np.ndarray:
         v = resp[sub]
         # zone-wide fallback, then zone x tile
-        zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (float(np.median(v)), M.robust_sigma(v)))
+        zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (np.nan, np.nan))
+        if np.isnan(zm).any():  # a zone with too few samples: the statistics of all analysed pixels
+            zm = np.where(np.isnan(zm), np.float32(np.median(v)), zm).astype(np.float32)
+            zsg = np.where(np.isnan(zsg), np.float32(M.robust_sigma(v)), zsg).astype(np.float32)
         med, sig = M.group_robust_stats(v, g_sub, n_groups, params.min_tile_px, (np.nan, np.nan))
         thin = np.isnan(med)  # too few samples in the tile: the zone's statistics
         med[thin] = zm[group_zone[thin]]
@@ -411,7 +421,9 @@ def detect(
     band_factor = np.ones((hs, ws), np.float32)
     sig_rad = M.radial_sigma_profile(rs, r_map, union, params.radial_bin_px, params.min_bin_count, params.sigma_quant)
     v = rs[sub]
-    _, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (0.0, M.robust_sigma(v)))
+    _, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (0.0, np.nan))
+    if np.isnan(zsg).any():
+        zsg = np.where(np.isnan(zsg), np.float32(M.robust_sigma(v)), zsg).astype(np.float32)
     zone_sig = np.maximum(zsg, params.min_sigma)[np.maximum(zidx - 1, 0)]
     band_factor = np.maximum(1.0, sig_rad / zone_sig).astype(np.float32)
     z_res = zscore(rs)
@@ -597,8 +609,8 @@ def detect(
     lap("upsample_candidates")
     return Detection(
         roi_xywh=roi,
-        confidence=conf_out.astype(np.float32),
-        labels=labels.astype(np.int32),
+        confidence=conf_out.astype(np.float32, copy=False),
+        labels=labels.astype(np.int32, copy=False),
         candidates=candidates,
         noise_sigma=float(noise_sigma),
         background=bg.astype(np.float32),

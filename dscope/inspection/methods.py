@@ -397,7 +397,7 @@ def line_kernels(length_px: int, side_offset_px: int, n_orientations: int) -> li
     Examples
     --------
     >>> ks = line_kernels(9, 3, 12)
-    >>> len(ks), abs(float(ks[0].sum())) < 1e-6
+    >>> len(ks), abs(float(ks[0].sum()) - 1.0) < 1e-6  # 2 x 1 - 1: a flat image gives its own level
     (12, True)
     """
     half = length_px // 2
@@ -523,9 +523,9 @@ def hessian_ridge(image: np.ndarray, sigma_px: float) -> np.ndarray:
     The image is smoothed with a Gaussian of ``sigma_px``; the eigenvalue of the
     Hessian with the larger magnitude measures how sharply the grey level bends
     across a line: positive for dark lines (valleys), negative for bright lines
-    (ridges).  The result is ``max(lambda_max, -lambda_min, 0)``, i.e. the
-    curvature across the line whatever its polarity (a compact pit also
-    responds).  Orientation-free and cheap (three separable filters), so it
+    (ridges).  The result is that largest eigenvalue magnitude,
+    ``|trace| / 2 + sqrt(((Dxx - Dyy) / 2)**2 + Dxy**2)``, i.e. the curvature
+    across the line whatever its polarity (a compact pit also responds).  Orientation-free and cheap (three separable filters), so it
     can run at full resolution where a sub-pixel-wide scratch still exists.
 
     Parameters
