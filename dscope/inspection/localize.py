@@ -44,6 +44,8 @@ _MAD_TO_SIGMA = 1.4826
 _RANSAC_SCORE_POINTS = 180
 #: every this-many derivative differences enter the per-call noise median (robust statistic, cheap)
 _NOISE_SUBSAMPLE = 3
+#: the pixel-noise estimate of the coarse copy uses about this many rows
+_SIGMA_ROWS = 40
 #: Gauss-Newton circle fits stop when no parameter moves more than this (px): far below the precision
 _GN_CONVERGE_PX = 1e-4
 
@@ -121,6 +123,7 @@ class LocalizationParams(StrictModel):
         gt=0, le=0.5, description="median-profile boundary search reaches this fraction of the radius inside the fitted edge"
     )
     boundary_rays: int = Field(ge=32, le=4096, description="rays of the median boundary profile")
+    boundary_step_px: float = Field(gt=0, le=2, description="radial sample spacing of the median boundary profile, px")
     boundary_min_rel: float = Field(
         gt=0, le=1, description="median profile: steps weaker than this share of the strongest are not the boundary"
     )
@@ -196,7 +199,8 @@ def _ellipse_radius(theta: np.ndarray, a: float, b: float, phi_rad: float) -> np
 
 def _robust_sigma_diff(img: np.ndarray) -> float:
     """Pixel noise std from the median absolute horizontal difference (robust to edges)."""
-    d = np.abs(np.diff(img[::4].astype(np.float32), axis=1)).ravel()
+    rows = max(1, img.shape[0] // _SIGMA_ROWS)  # a bounded set of spread-out rows
+    d = np.abs(np.diff(img[::rows].astype(np.float32), axis=1)).ravel()
     kq = d.size // 2
     return float(np.partition(d, kq)[kq]) * _MAD_TO_SIGMA / math.sqrt(2.0)
 
@@ -254,22 +258,22 @@ def _remap_crop(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     """
     h, w = img.shape
     flat = img.reshape(-1)
-    x = np.clip(mx, 0.0, w - 1.0)
-    y = np.clip(my, 0.0, h - 1.0)
-    xi = np.minimum(x.astype(np.int32), max(w - 2, 0))
-    yi = np.minimum(y.astype(np.int32), max(h - 2, 0))
-    fx = (x - xi).astype(np.float32)
-    fy = (y - yi).astype(np.float32)
-    i = yi * w + xi
+    x = np.minimum(np.maximum(mx.astype(np.float32, copy=False), np.float32(0)), np.float32(w - 1))
+    y = np.minimum(np.maximum(my.astype(np.float32, copy=False), np.float32(0)), np.float32(h - 1))
+    xf = np.minimum(np.floor(x), np.float32(max(w - 2, 0)))
+    yf = np.minimum(np.floor(y), np.float32(max(h - 2, 0)))
+    fx = x - xf
+    fy = y - yf
+    i = yf.astype(np.int32) * np.int32(w) + xf.astype(np.int32)
     dx = 1 if w > 1 else 0
     dy = w if h > 1 else 0
     p00 = flat[i].astype(np.float32)
     p01 = flat[i + dx].astype(np.float32)
     p10 = flat[i + dy].astype(np.float32)
-    p11 = flat[i + dy + dx].astype(np.float32)
+    p11 = flat[i + (dy + dx)].astype(np.float32)
     top = p00 + fx * (p01 - p00)
     bot = p10 + fx * (p11 - p10)
-    return (top + fy * (bot - top)).astype(np.float32, copy=False)
+    return top + fy * (bot - top)
 
 
 def _downscale_area(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
@@ -904,7 +908,7 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
     if ratio_hint is not None and 0 < ratio_hint < 1:
         w_in = min(w_in, max(0.5 * (1 - ratio_hint) * R, params.refine_window_min_px / 2))
     w_out = params.refine_window_min_px
-    step = params.refine_step_px / 2
+    step = params.boundary_step_px
     n_rays = min(params.refine_rays, params.boundary_rays)
     theta = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
     offs = np.arange(-w_in, w_out + 1e-9, step)
