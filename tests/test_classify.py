@@ -168,3 +168,16 @@ def test_logistic_model_validation():
         LogisticModel.model_validate({**data, "bias": data["bias"][:-1]})
     with pytest.raises(Exception):
         LogisticModel.model_validate({**data, "features": list(reversed(data["features"]))})
+
+
+def test_wide_region_skeleton_on_a_binned_mask_keeps_length_and_shape():
+    from dscope.inspection.classify import _skeleton_features
+
+    m = np.zeros((80, 200), bool)
+    m[30:50, 20:180] = True  # a 160 x 20 px bar, half-width 10 px
+    A = np.eye(2)
+    full = _skeleton_features(m, A, 1.0, 0.0)
+    binned = _skeleton_features(m, A, 1.0, 4.0)
+    assert binned[0] == pytest.approx(full[0], rel=0.1)  # skeleton length
+    assert binned[2] == 0 and binned[1] < 1.1  # straight, unbranched in both
+    assert full[2] == 0 and full[1] < 1.1

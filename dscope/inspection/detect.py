@@ -335,7 +335,7 @@ def detect(
         t_last[0] = now
 
     x0, y0, w, h = roi
-    crop = np.ascontiguousarray(gray[y0:y0 + h, x0:x0 + w])
+    crop = gray[y0:y0 + h, x0:x0 + w]  # a view: OpenCV reads strided rows, no copy of the ROI
     # integer downscale factor: bounded work, exact pixel geometry
     kdown = max(1, int(math.ceil(max(w, h) / params.max_analysis_side_px)))
     scale = 1.0 / kdown
@@ -346,7 +346,7 @@ def detect(
         zone_masks = [np.ascontiguousarray(m[kdown // 2: hs * kdown: kdown, kdown // 2: ws * kdown: kdown])
                       for m in zone_masks]
     else:
-        img = crop
+        img = np.ascontiguousarray(crop)
     hs, ws = img.shape
     ppu = px_per_um * scale
     union = np.zeros((hs, ws), bool)
@@ -600,10 +600,11 @@ def detect(
         candidates.append(Candidate(label=lab_id, bbox_xywh=(x0 + xa, y0 + ya, xb - xa, yb - ya), evidence=ev,
                                     polarity=polarity, score=score))
     if kdown > 1:
-        conf_out = cv2.resize(conf, (ws * kdown, hs * kdown), interpolation=cv2.INTER_LINEAR)
-        if conf_out.shape != (h, w):
-            conf_out = cv2.copyMakeBorder(conf_out, 0, h - hs * kdown, 0, w - ws * kdown, cv2.BORDER_CONSTANT,
-                                          value=0)
+        conf_out = np.zeros((h, w), np.float32)
+        view = conf_out[: hs * kdown, : ws * kdown]
+        up = cv2.resize(conf, (ws * kdown, hs * kdown), dst=view, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(up, conf_out):  # OpenCV wrote elsewhere: copy in
+            view[...] = up
     else:
         conf_out = conf
     lap("upsample_candidates")

@@ -112,10 +112,12 @@ def binned_median(values_u8: np.ndarray, bins: np.ndarray, n_bins: int, min_coun
     >>> np.round(binned_median(v, b, 2, 1), 1).tolist()
     [2.0, 10.0]
     """
-    key = bins.astype(np.int64) * 256 + values_u8.astype(np.int64)
-    hist = np.bincount(key, minlength=n_bins * 256).reshape(n_bins, 256).astype(np.float64)
-    counts = hist.sum(axis=1)
-    cum = np.cumsum(hist, axis=1)
+    key = bins.astype(np.int32)  # n_bins * 256 < 2**31
+    key <<= 8
+    key |= values_u8
+    hist = np.bincount(key.ravel(), minlength=n_bins * 256)[: n_bins * 256].reshape(n_bins, 256)
+    cum = np.cumsum(hist, axis=1)  # integer counts: exact and cheaper than float
+    counts = cum[:, -1].astype(np.float64)
     half = counts / 2.0
     idx = np.argmax(cum >= half[:, None], axis=1)
     below = np.where(idx > 0, cum[np.arange(n_bins), np.maximum(idx - 1, 0)], 0.0)
@@ -193,12 +195,17 @@ def _flatten_center(profile: np.ndarray, bin_px: float, center_flat_px: float) -
 
 def _profile_lookup(profile: np.ndarray, r_map: np.ndarray, bin_px: float) -> np.ndarray:
     """Linear interpolation of a binned radial profile (bin centres at ``(k + 0.5) * bin_px``)."""
-    f = r_map / np.float32(bin_px) - np.float32(0.5)
-    f = np.clip(f, 0, profile.size - 1)
+    prof = np.asarray(profile, np.float32)
+    f = r_map * np.float32(1.0 / bin_px)
+    f -= np.float32(0.5)
+    np.clip(f, 0, prof.size - 1, out=f)
     i0 = f.astype(np.int32)
-    i1 = np.minimum(i0 + 1, profile.size - 1)
-    t = f - i0
-    return (profile[i0] * (1 - t) + profile[i1] * t).astype(np.float32)
+    f -= i0  # fractional part
+    step = np.diff(prof, append=prof[-1:])  # profile[i + 1] - profile[i] (0 past the end)
+    out = step[i0]
+    out *= f
+    out += prof[i0]
+    return out
 
 
 def radial_profile_background(
