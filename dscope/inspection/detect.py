@@ -387,8 +387,8 @@ def detect(
     lap("background")
     # ---- groups: zone x tile -------------------------------------------------------------------
     T = params.tile_grid
-    ys_u, xs_u = np.nonzero(union)
-    bx0, bx1, by0, by1 = xs_u.min(), xs_u.max() + 1, ys_u.min(), ys_u.max() + 1
+    rows_u, cols_u = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    bx0, bx1, by0, by1 = cols_u[0], cols_u[-1] + 1, rows_u[0], rows_u[-1] + 1
     tx = np.clip(((np.arange(ws) - bx0) * T) // max(bx1 - bx0, 1), 0, T - 1)
     ty = np.clip(((np.arange(hs) - by0) * T) // max(by1 - by0, 1), 0, T - 1)
     tile = (ty[:, None] * T + tx[None, :]).astype(np.int32)
@@ -403,8 +403,10 @@ def detect(
     gi = np.where(union, groups, 0)
     group_zone = np.arange(n_groups) // (T * T)
 
+    sub_idx = np.flatnonzero(sub)
+
     def zscore(resp: np.ndarray) -> np.ndarray:
-        v = resp[sub]
+        v = resp.ravel().take(sub_idx)
         # zone-wide fallback, then zone x tile
         zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (np.nan, np.nan))
         if np.isnan(zm).any():  # a zone with too few samples: the statistics of all analysed pixels
@@ -414,11 +416,14 @@ def detect(
         thin = np.isnan(med)  # too few samples in the tile: the zone's statistics
         med[thin] = zm[group_zone[thin]]
         sig[thin] = zsg[group_zone[thin]]
-        sig = np.maximum(sig, params.min_sigma)
-        return ((resp - med[gi]) / (sig[gi] * band_factor)).astype(np.float32)
+        inv = (1.0 / np.maximum(sig, params.min_sigma)).astype(np.float32)
+        out = np.subtract(resp, med.astype(np.float32)[gi], dtype=np.float32)
+        out *= inv[gi]
+        out *= inv_band
+        return out
 
+    lap("tiles")
     # radial noise profile: stricter where the residual varies more at that radius (boundary)
-    band_factor = np.ones((hs, ws), np.float32)
     sig_rad = M.radial_sigma_profile(rs, r_map, union, params.radial_bin_px, params.min_bin_count, params.sigma_quant)
     v = rs[sub]
     _, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (0.0, np.nan))
@@ -426,6 +431,8 @@ def detect(
         zsg = np.where(np.isnan(zsg), np.float32(M.robust_sigma(v)), zsg).astype(np.float32)
     zone_sig = np.maximum(zsg, params.min_sigma)[np.maximum(zidx - 1, 0)]
     band_factor = np.maximum(1.0, sig_rad / zone_sig).astype(np.float32)
+    inv_band = (1.0 / band_factor).astype(np.float32)
+    lap("radial_sigma")
     z_res = zscore(rs)
 
     r_clad = geometry.cladding_radius_px * scale

@@ -521,7 +521,10 @@ def strength(z: np.ndarray, z_low: float, z_high: float) -> np.ndarray:
     >>> strength(np.array([0.0, 3.0, 9.0], np.float32), 2.0, 6.0).tolist()
     [0.0, 0.25, 1.0]
     """
-    return np.clip((z - np.float32(z_low)) / np.float32(z_high - z_low), 0.0, 1.0).astype(np.float32)
+    out = np.subtract(z, np.float32(z_low), dtype=np.float32)
+    out *= np.float32(1.0 / (z_high - z_low))
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def hessian_ridge(image: np.ndarray, sigma_px: float) -> np.ndarray:
