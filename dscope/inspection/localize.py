@@ -295,7 +295,8 @@ def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float
 
     Exact 2x2 area averages while the long side stays at least ``max_side`` (the first one
     in the image's own type: OpenCV's fast path, a single pass over the frame; the others in
-    float32, so no further rounding), then one bilinear step (factor below 2) to the cap.
+    float32, so no further rounding), then one step (factor below 2) to the cap: bilinear after a
+    halving, INTER_AREA when the frame was not halved.
     A sample at small x corresponds to full-resolution ``(x + 0.5) * s_x - 0.5`` (likewise y).
     """
     cur = img
@@ -311,7 +312,9 @@ def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float
     if max(hc, wc) > max_side:
         g = max_side / max(hc, wc)
         wo, ho = max(1, round(wc * g)), max(1, round(hc * g))
-        cur = cv2.resize(cur, (wo, ho), interpolation=cv2.INTER_LINEAR)
+        # after a halving the pixels are already averaged: a bilinear step suffices (cheap);
+        # without one, area averaging keeps the noise down (small frames: cheap anyway)
+        cur = cv2.resize(cur, (wo, ho), interpolation=cv2.INTER_LINEAR if n > 1 else cv2.INTER_AREA)
         return cur, n * wc / wo, n * hc / ho
     return cur, float(n), float(n)
 
