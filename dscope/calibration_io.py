@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dscope.errors import CalibrationError
+from dscope.jsonio import read_json_file
 from dscope.inspection.calibration import CalibrationResult
 
 SCHEMA = "dscope.calibration"
@@ -184,14 +185,5 @@ def load_calibration(path) -> dict:
         unreadable JSON, wrong schema, non-positive scale, ...).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CalibrationError("calibration_invalid", f"{p}: cannot read calibration file: {exc.strerror or exc}", file=str(p)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(
-            "calibration_invalid", f"{p}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(p)
-        ) from None
+    data = read_json_file(p, CalibrationError, "calibration_invalid", what="calibration file")
     return validate_calibration(data, str(p))

@@ -13,7 +13,6 @@ composes them.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dscope.daemon.config import DaemonConfig
 from dscope.errors import ConfigError
+from dscope.jsonio import read_json_file
 from dscope.hardware.config import CameraConfig
 from dscope.inspection.calibration import CalibrationParams
 from dscope.inspection.classify import ClassificationParams
@@ -211,16 +211,7 @@ def parse_config(data: dict, source: str = "<memory>") -> Config:
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Load and validate a configuration file (the shipped default when ``path`` is None)."""
     p = Path(path) if path else default_config_path()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("config_invalid", f"{p}: cannot read config file: {exc.strerror}", file=str(p)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            "config_invalid", f"{p}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(p)
-        ) from None
+    data = read_json_file(p, ConfigError, "config_invalid", what="config file")
     if not isinstance(data, dict):
         raise ConfigError("config_invalid", f"{p}: the top level must be a JSON object", file=str(p))
     return parse_config(data, str(p))

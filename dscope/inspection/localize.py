@@ -813,7 +813,6 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
     polarity = None
     out = None
     first_half = half
-    kind_prev = "circle"
     for it in range(params.refine_iterations):
         prev = model
         e = _ray_edges(
@@ -874,7 +873,6 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
         res = _ellipse_residual(pts[inl], chosen)
         rms = float(np.sqrt(np.mean(res**2))) if inl.any() else float("inf")
         model = _Model(*chosen)
-        kind_prev = kind
         out = {
             "model": model,
             "kind": kind,

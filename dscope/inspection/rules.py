@@ -46,6 +46,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from dscope.config import config_dir, strip_comments
 from dscope.errors import ConfigError
+from dscope.jsonio import read_json_file
 from dscope.inspection.types import DEFECT_TYPES, ZoneDef
 from dscope.params import StrictModel
 
@@ -413,18 +414,7 @@ def read_rule_set_file(path: str | Path) -> RuleSet:
     ``name`` differs from the file name).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("rule_set_unknown", f"{p}: no such rule-set file", file=str(p)) from None
-    except OSError as exc:
-        raise ConfigError("rule_set_invalid", f"{p}: cannot read: {exc.strerror}", file=str(p)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            "rule_set_invalid", f"{p}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(p)
-        ) from None
+    data = read_json_file(p, ConfigError, "rule_set_invalid", what="rule-set file", missing_code="rule_set_unknown")
     rs = parse_rule_set(data, str(p))
     if rs.name != p.stem:
         raise ConfigError(
