@@ -311,9 +311,15 @@ def calibrate_reference_fiber(gray: np.ndarray, cladding_um: float, loc_params: 
 
     Examples
     --------
-    >>> res = calibrate_reference_fiber(img, 125.0, loc_params)  # doctest: +SKIP
-    >>> res.method
-    'reference_fiber'
+    >>> import numpy as np
+    >>> from dscope.config import load_config
+    >>> from dscope.synth import random_spec, render
+    >>> spec = random_spec(np.random.default_rng(0), scenario="clean", width=640, height=480,
+    ...                    fiber_type="sm-pc", um_per_px=0.4)
+    >>> img, truth = render(spec)
+    >>> res = calibrate_reference_fiber(img, 125.0, load_config().profile().localization)
+    >>> res.method, abs(res.um_per_px / truth.um_per_px - 1) < 0.01
+    ('reference_fiber', True)
     """
     if not (cladding_um > 0 and math.isfinite(cladding_um)):
         raise DScopeError("bad_argument", f"cladding diameter must be a positive number of micrometres, got {cladding_um!r}")
