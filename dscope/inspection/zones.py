@@ -86,19 +86,20 @@ def fiber_roi(
     return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
 
 
-def _normalized_radius_grid(geometry: FiberGeometry, roi_xywh) -> np.ndarray:
-    """Circular-frame radius of every ROI pixel centre (float32, vectorised)."""
+def _normalized_radius2_grid(geometry: FiberGeometry, roi_xywh) -> np.ndarray:
+    """Squared circular-frame radius of every ROI pixel centre (float32, vectorised; no square root)."""
     x0, y0, w, h = roi_xywh
     cx, cy = geometry.center_px
     dx = (np.arange(x0, x0 + w, dtype=np.float32) - np.float32(cx))[None, :]
     dy = (np.arange(y0, y0 + h, dtype=np.float32) - np.float32(cy))[:, None]
     if geometry.cladding_ellipse is None:
-        return np.sqrt(dx * dx + dy * dy)
+        r2 = dx * dx
+        return r2 + dy * dy
     t = math.radians(geometry.angle_deg)
     c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
     u = dx * c + dy * s
     v = (-dx * s + dy * c) * np.float32(geometry.axis_ratio)
-    return np.sqrt(u * u + v * v)
+    return u * u + v * v
 
 
 def _check_zones(zone_defs: Sequence[ZoneDef]) -> None:
@@ -145,12 +146,12 @@ def build_zone_masks(
     H, W = int(shape_hw[0]), int(shape_hw[1])
     if x0 < 0 or y0 < 0 or w < 0 or h < 0 or x0 + w > W or y0 + h > H:
         raise DScopeError("bad_argument", f"ROI {roi_xywh} is not inside the {W}x{H} image")
-    rho = _normalized_radius_grid(geometry, (x0, y0, w, h))
+    rho2 = _normalized_radius2_grid(geometry, (x0, y0, w, h))
     out = []
     for z in zone_defs:
         r_in = z.inner_um / 2.0 * px_per_um
         r_out = z.outer_um / 2.0 * px_per_um
-        mask = (rho >= np.float32(r_in)) & (rho < np.float32(r_out))
+        mask = (rho2 >= np.float32(r_in) ** 2) & (rho2 < np.float32(r_out) ** 2)
         out.append(ZoneMask(z.name, float(z.inner_um), float(z.outer_um), float(r_in), float(r_out), mask, (x0, y0, w, h)))
     return out
 
