@@ -50,7 +50,8 @@ from dscope.daemon.workers import WorkerPool, wait
 from dscope.errors import DScopeError
 from dscope.ipc.control import ControlServer
 from dscope.ipc.envelope import json_default
-from dscope.ipc.publisher import Publisher, Waker
+from dscope.ipc.publisher import Publisher
+from dscope.ipc.socket_thread import Waker
 
 
 # --------------------------------------------------------------------------- logging

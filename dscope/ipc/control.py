@@ -38,7 +38,7 @@ import zmq
 
 from dscope.errors import DScopeError
 from dscope.ipc.envelope import dumps
-from dscope.ipc.publisher import Waker
+from dscope.ipc.socket_thread import SocketThread
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,15 @@ def error_reply(exc: DScopeError) -> dict:
 Handler = Callable[[str, dict, Callable[[dict], None]], "dict | None"]
 
 
-class ControlServer:
+class ControlServer(SocketThread):
     """ROUTER server thread calling ``handler`` for each validated request.
 
     The handler runs in the control thread and must be quick; long work is
     handed to the daemon, which answers through ``reply_later`` (thread-safe).
     An exception in the handler becomes an ``internal_error`` reply.
     """
+
+    what = "control endpoint"
 
     def __init__(
         self,
@@ -163,37 +165,13 @@ class ControlServer:
         on_error: Callable[[BaseException], None] | None = None,
         context: zmq.Context | None = None,
     ):
-        self.endpoint = endpoint
+        super().__init__(endpoint, thread_name="dscope-control", context=context)
         self._handler = handler
         self._max_bytes = max_bytes
         self._linger_ms = linger_ms
         self._on_error = on_error
-        self._ctx = context or zmq.Context.instance()
         self._later: collections.deque = collections.deque()
-        self._waker = Waker()
-        self._stop = threading.Event()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="dscope-control", daemon=True)
         self.handled = 0
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        self._thread.start()
-        if not self._started.wait(timeout_s):
-            raise DScopeError("internal_error", f"control server did not start within {timeout_s} s")
-        if self._error is not None:
-            raise DScopeError("bad_argument", f"cannot bind control endpoint {self.endpoint}: {self._error}")
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        self._waker.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        self._waker.close()
 
     def _reply_later_fn(self, envelope: list[bytes]) -> Callable[[dict], None]:
         done = threading.Event()
@@ -208,24 +186,16 @@ class ControlServer:
         return reply_later
 
     def _run(self) -> None:
-        sock = self._ctx.socket(zmq.ROUTER)
-        try:
+        def configure(sock):
             sock.setsockopt(zmq.LINGER, self._linger_ms)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
             # far larger requests are dropped by ZeroMQ (memory bound); merely too large ones get a bad_request reply
             sock.setsockopt(zmq.MAXMSGSIZE, 16 * self._max_bytes)
-            sock.bind(self.endpoint)
-            # the bound endpoint (a "tcp://127.0.0.1:*" request gets its real port here)
-            self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        except zmq.ZMQError as exc:
-            self._error = exc
-            sock.close(0)
-            self._started.set()
+
+        bound = self._bind(zmq.ROUTER, configure)
+        if bound is None:
             return
-        self._started.set()
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self._waker.fileno(), zmq.POLLIN)
+        sock, poller = bound
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(1000))

@@ -15,47 +15,19 @@ verdict, current state) instead of anyone sleeping.
 from __future__ import annotations
 
 import collections
-import socket
 import threading
 import time
 from typing import Callable
 
 import zmq
 
-from dscope.errors import DScopeError
 from dscope.ipc.envelope import SequenceCounter, encode
+from dscope.ipc.socket_thread import SocketThread, Waker
+
+__all__ = ["Publisher", "Waker"]
 
 
-class Waker:
-    """A socket pair used to wake a thread blocked in a poll; :meth:`wake` is thread-safe."""
-
-    def __init__(self):
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self._w.setblocking(False)
-
-    def fileno(self) -> int:
-        return self._r.fileno()
-
-    def wake(self) -> None:
-        try:
-            self._w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already pending (buffer full) or closed: either way the reader will wake
-
-    def drain(self) -> None:
-        try:
-            while self._r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        self._r.close()
-        self._w.close()
-
-
-class Publisher:
+class Publisher(SocketThread):
     """Thread-safe front of an XPUB socket bound to ``endpoint``.
 
     Parameters
@@ -72,6 +44,8 @@ class Publisher:
         Called in the publisher thread as ``on_subscription(topic, subscribed)``.
     """
 
+    what = "PUB endpoint"
+
     def __init__(
         self,
         endpoint: str,
@@ -83,20 +57,14 @@ class Publisher:
         on_subscription: Callable[[str, bool], None] | None = None,
         context: zmq.Context | None = None,
     ):
-        self.endpoint = endpoint
+        super().__init__(endpoint, thread_name="dscope-publisher", context=context)
         self.daemon_id = daemon_id
         self.boot_time = time.time() if boot_time is None else boot_time
         self._sndhwm = sndhwm
         self._linger_ms = linger_ms
         self._on_sub = on_subscription
-        self._ctx = context or zmq.Context.instance()
         self._queue: collections.deque = collections.deque()
         self._lock = threading.Lock()
-        self._waker = Waker()
-        self._stop = threading.Event()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="dscope-publisher", daemon=True)
         self.counter = SequenceCounter()
         self.last_send_time = 0.0
         self.last_publish_time = 0.0
@@ -104,14 +72,6 @@ class Publisher:
         self.subscriptions: collections.Counter = collections.Counter()
 
     # ---- any thread ----
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Start the thread and bind; raise :class:`DScopeError` when the endpoint cannot be bound."""
-        self._thread.start()
-        if not self._started.wait(timeout_s):
-            raise DScopeError("internal_error", f"publisher did not start within {timeout_s} s")
-        if self._error is not None:
-            raise DScopeError("bad_argument", f"cannot bind PUB endpoint {self.endpoint}: {self._error}")
-
     def publish(self, topic: str, payload: dict) -> int:
         """Stamp and queue one message; return its ``seq``.  Returns at once (never blocks on subscribers).
 
@@ -130,36 +90,16 @@ class Publisher:
     def pending(self) -> int:
         return len(self._queue)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued, close the socket (in its thread) and join."""
-        self._stop.set()
-        self._waker.wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        self._waker.close()
-
     # ---- publisher thread ----
     def _run(self) -> None:
-        sock = self._ctx.socket(zmq.XPUB)
-        try:
+        def configure(sock):
             sock.setsockopt(zmq.SNDHWM, self._sndhwm)
             sock.setsockopt(zmq.LINGER, self._linger_ms)
-            sock.bind(self.endpoint)
-            # the bound endpoint (a "tcp://127.0.0.1:*" request gets its real port here)
-            self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        except zmq.ZMQError as exc:
-            self._error = exc
-            sock.close(0)
-            self._started.set()
+
+        bound = self._bind(zmq.XPUB, configure)
+        if bound is None:
             return
-        self._started.set()
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self._waker.fileno(), zmq.POLLIN)
+        sock, poller = bound
         try:
             while True:
                 events = dict(poller.poll(1000))
