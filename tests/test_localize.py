@@ -215,3 +215,18 @@ def test_big_defect_inside_is_not_the_fiber(noise, params):
     g = _loc(img, t, params)
     assert _center_err(g, t) < 1.0
     assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.025
+
+
+@pytest.mark.parametrize("seed", [7, 16])
+def test_large_pit_inside_broken_cladding_is_not_the_fiber(seed, params):
+    """Regression: a compact, high-contrast pit inside a multimode cladding whose edge is broken by a
+    chip and dirt must not be taken for the fiber (the cladding encloses it with good edge support)."""
+    spec = SynthSpec(width=1024, height=768, seed=seed, fiber_type="mm", um_per_px=0.3, glass_polarity="dark",
+                     glass_contrast=45.0, epoxy_ring=True,
+                     defects=[DefectSpec("pit", zone="cladding", size_um=28, contrast=90),
+                              DefectSpec("chip", size_um=27, contrast=25),
+                              DefectSpec("contamination", polarity="bright", zone="contact", size_um=55, contrast=20)])
+    img, t = render(spec)
+    g = _loc(img, t, params, graded=True)
+    assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.01
+    assert _center_err(g, t) < 1.0

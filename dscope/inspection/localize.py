@@ -19,6 +19,14 @@ Two stages, both bounded in work per image:
    significantly better than the circle *and* its axis ratio exceeds the
    configured tolerance.
 
+A candidate lying inside a larger well-supported candidate is ranked after it, and
+an accepted boundary lying inside another accepted boundary with good angular
+coverage loses to it: a compact, high-contrast pit or particle inside the glass
+is a perfect small circle, but the fiber is the boundary enclosing it.  When
+nothing encloses the best coarse candidate, an outward ray probe from its centre
+(strongest step per ray, RANSAC circle) supplies the enclosing cladding edge
+that chips and dirt broke up for the contour sources.
+
 The core is found from the median (over angles) radial profile inside the
 cladding, in the fiber's circular frame.
 
@@ -46,6 +54,8 @@ _RANSAC_SCORE_POINTS = 180
 _NOISE_SUBSAMPLE = 3
 #: the pixel-noise estimate of the coarse copy uses about this many rows
 _SIGMA_ROWS = 40
+#: a point inside a circle lies at most one diameter (two radii) from its boundary
+_DIAMETER_PER_RADIUS = 2.0
 #: Gauss-Newton circle fits stop when no parameter moves more than this (px): far below the precision
 _GN_CONVERGE_PX = 1e-4
 
@@ -81,6 +91,33 @@ class LocalizationParams(StrictModel):
         ge=0, le=1, description="only candidates at least this fraction of the short image side in radius end the cheap "
         "candidate sources early (a perfect small circle - a particle or pit - must not hide a fiber whose contour is "
         "broken); the Hough fallback is skipped once any candidate reaches coarse_accept_score"
+    )
+    coarse_min_sources: int = Field(
+        ge=1, le=3, description="cheap candidate sources (strong contours, weak contours, Otsu blobs) always run before a "
+        "well-supported candidate may end the search early: a compact pit or particle inside the glass can be the "
+        "strongest closed contour while the broken cladding edge only appears in a later source"
+    )
+    enclosing_min_support: float = Field(
+        gt=0, le=1, description="a candidate lying inside a larger candidate with at least this coarse edge support is "
+        "ranked after it (a pit, particle or the core inside the cladding never outranks the cladding)"
+    )
+    enclosure_tol_frac: float = Field(
+        ge=0, le=0.5, description="a candidate is inside another when centre distance + its semi-major axis <= the "
+        "other's semi-major axis x (1 + this); the other must also be larger by this factor"
+    )
+    enclosing_min_coverage: float = Field(
+        gt=0, le=1, description="refined boundaries: an accepted boundary with at least this angular coverage wins over an "
+        "accepted boundary lying inside it (whatever their contrasts)"
+    )
+    enclosure_probe: bool = Field(
+        description="cast rays outward from the best candidate (when nothing encloses it) and fit a circle to the "
+        "strongest step on each: finds a cladding edge broken by chips and dirt around a compact pit or particle"
+    )
+    probe_inner_frac: float = Field(
+        gt=1, le=4, description="the outward probe starts at this multiple of the candidate's semi-major axis"
+    )
+    probe_min_inlier_frac: float = Field(
+        gt=0, le=1, description="share of the probe's in-frame rays that must lie on the fitted circle for it to be a candidate"
     )
     hough_max_side_px: int = Field(ge=64, le=2048, description="long side of the (further downscaled) Hough copy")
     hough_dp: float = Field(ge=1.0, le=4.0, description="inverse accumulator resolution")
@@ -1018,6 +1055,77 @@ def _glass_polarity(img, model: _Model, rect, params: LocalizationParams, fallba
     return (1 if levels[0] >= levels[1] else -1), abs(levels[0] - levels[1])
 
 
+def _inside(inner: _Model, outer: _Model, tol_frac: float) -> bool:
+    """True when ``inner`` lies within ``outer`` (semi-major axes as radii) and ``outer`` is clearly larger."""
+    d = math.hypot(inner.cx - outer.cx, inner.cy - outer.cy)
+    big_in, big_out = max(inner.a, inner.b), max(outer.a, outer.b)
+    return big_out > (1.0 + tol_frac) * big_in and d + big_in <= (1.0 + tol_frac) * big_out
+
+
+def _rank_enclosed_last(scored: list, params: LocalizationParams) -> list:
+    """Sort coarse candidates by rank, but every candidate lying inside a larger well-supported candidate after it.
+
+    A dark pit or a particle inside the glass can be a compact, perfect, high-contrast circle that
+    outranks a cladding edge broken by chips and dirt; the boundary enclosing it with good edge
+    support is the fiber (the same rule puts the core after the cladding).
+    """
+    outers = [c for _, sup, c in scored if sup >= params.enclosing_min_support]
+
+    def enclosed(c: _Model) -> bool:
+        return any(o is not c and _inside(c, o, params.enclosure_tol_frac) for o in outers)
+
+    return sorted(scored, key=lambda t: (enclosed(t[2]), -t[0]))
+
+
+def _enclosing_probe(small, model: _Model, rect, r_max: float, params: LocalizationParams, noise_small: float,
+                     rng) -> _Model | None:
+    """A circle enclosing ``model``, from the strongest outward step on rays cast from its centre, or None.
+
+    Rays start at ``probe_inner_frac`` times the candidate's semi-major axis and end at twice ``r_max``
+    (the largest cladding radius searched: a point inside a circle is at most a diameter from its
+    boundary); samples outside the usable frame are ignored.  Work is bounded: ``score_rays`` rays
+    on the downscaled copy and ``ransac_iterations`` hypotheses.  A compact pit or particle inside the glass sees the cladding edge on
+    every in-frame ray, at a distance that varies with the angle exactly as a circle does: a RANSAC
+    circle with enough inliers that encloses the candidate is returned (downscaled coordinates).
+    """
+    r_lo = params.probe_inner_frac * max(model.a, model.b)
+    r_hi = _DIAMETER_PER_RADIUS * r_max
+    if r_hi <= r_lo + 4:
+        return None
+    n = params.score_rays
+    theta = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    radii = np.arange(r_lo, r_hi, 1.0)
+    mx = (model.cx + radii[None, :] * np.cos(theta)[:, None]).astype(np.float32)
+    my = (model.cy + radii[None, :] * np.sin(theta)[:, None]).astype(np.float32)
+    y0, y1, x0, x1 = rect
+    inside = (mx >= x0 + 1) & (mx <= x1 - 2) & (my >= y0 + 1) & (my <= y1 - 2)
+    prof = cv2.remap(small, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    der = np.zeros_like(prof)
+    der[:, 1:-1] = 0.5 * (prof[:, 2:] - prof[:, :-2])
+    ok = inside.copy()
+    ok[:, 1:-1] &= inside[:, 2:] & inside[:, :-2]
+    ok[:, [0, -1]] = False
+    mag = np.where(ok, np.abs(der), 0.0)
+    j = np.argmax(mag, axis=1)
+    rows = np.arange(n)
+    # significant: above edge_min_snr pixel-noise std (a central difference has sqrt(2) less noise: conservative)
+    good = mag[rows, j] >= params.edge_min_snr * noise_small
+    n_ray = int(ok.any(axis=1).sum())
+    if n_ray < params.min_valid_ray_fraction * n or good.sum() < max(5, params.probe_min_inlier_frac * n_ray):
+        return None
+    rr = radii[j[good]]
+    th = theta[good]
+    pts = np.stack([model.cx + rr * np.cos(th), model.cy + rr * np.sin(th)], axis=1).astype(np.float64)
+    rc = _ransac_circle(pts, params.score_tol_min_px, params.ransac_iterations, rng)
+    if rc is None:
+        return None
+    (cx, cy, r), inl = rc
+    if inl.sum() < params.probe_min_inlier_frac * n_ray:
+        return None
+    out = _Model(cx, cy, r)
+    return out if _inside(model, out, params.enclosure_tol_frac) else None
+
+
 def _strength(r: dict) -> float:
     """Evidence of a refined boundary: quality x edge contrast x radius (edge length).
 
@@ -1240,7 +1348,7 @@ def localize_fiber(
     scored = []
     stages_used = []
     accept_min_r = params.coarse_accept_min_radius_frac * min(small.shape)
-    for name, found in coarse.stages():
+    for i_stage, (name, found) in enumerate(coarse.stages()):
         if callable(found):
             # the expensive fallback: skipped when the cheap sources found a well-supported
             # candidate of any size (a small fiber), run when nothing convincing was found
@@ -1254,12 +1362,22 @@ def localize_fiber(
             scored.append((rank, sup, c))
         cands.extend(new)
         big_sup = max((sup for _, sup, c in scored if c.a >= accept_min_r), default=0.0)
-        if big_sup >= params.coarse_accept_score or len(cands) >= params.max_candidates:
+        if len(cands) >= params.max_candidates:
+            break
+        if big_sup >= params.coarse_accept_score and i_stage + 1 >= params.coarse_min_sources:
             break
     density = coarse.density
     if not cands:
         raise LocalizationError("no fiber found: no circular edge candidate", reason="no_candidate", edge_density=density)
-    scored.sort(key=lambda t: -t[0])
+    scored = _rank_enclosed_last(scored, params)
+    if params.enclosure_probe and scored and scored[0][0] > 0:
+        # nothing encloses the best candidate (it is ranked first): look for a boundary around it
+        probe = _enclosing_probe(small_b, scored[0][2], rect_s, coarse.r_max, params, noise_small,
+                                 np.random.default_rng(params.ransac_seed))
+        if probe is not None:
+            sup, rank = _score_candidate(small_b, probe, rect_s, params)
+            cands.append(probe)
+            scored = _rank_enclosed_last(scored + [(rank, sup, probe)], params)
     top = [c for rank, _, c in scored[: params.refine_top_candidates] if rank > 0]
     if not top:
         raise LocalizationError("no fiber found: no candidate has edge support", reason="no_support")
@@ -1292,6 +1410,13 @@ def localize_fiber(
             continue
         # concentric and larger with adequate support: it is the cladding (the other is the core)
         bm, rm = best["model"], r["model"]
+        # one boundary inside the other (a pit, particle or the core inside the cladding): the enclosing
+        # boundary with good angular support is the fiber, whatever the contrasts
+        if _inside(bm, rm, params.enclosure_tol_frac) and r["coverage"] >= params.enclosing_min_coverage:
+            best = r
+            continue
+        if _inside(rm, bm, params.enclosure_tol_frac) and best["coverage"] >= params.enclosing_min_coverage:
+            continue
         concentric = math.hypot(bm.cx - rm.cx, bm.cy - rm.cy) < 0.05 * max(bm.a, rm.a) + 2
         if concentric and rm.a > 1.15 * bm.a:
             best = r
