@@ -223,3 +223,53 @@ def test_weak_pit_is_not_merged_into_a_strong_neighbour():
         assert vals.size, f"{td.type} not detected"
         labs.append(int(vals[np.argmax(cnt)]))
     assert labs[0] != labs[1], "pit and chip are separate candidates"
+
+
+def test_large_soft_low_contrast_contamination_is_not_fragmented():
+    # a wide, soft, low-contrast blob (cnr ~3): its pieces are joined through the blob method's support
+    img, t, geo = scene([DefectSpec("contamination", zone="cladding", radius_um=30, size_um=50, contrast=9)],
+                        seed=31, noise_sigma=3.0)
+    det, _ = run(img, t, geo, names=("core", "cladding"))
+    x0, y0, w, h = det.roi_xywh
+    tl = t.labels[y0:y0 + h, x0:x0 + w] == t.defects[0].id
+    vals = np.unique(det.labels[tl & (det.labels > 0)])
+    assert vals.size == 1, f"one candidate on the blob, got {vals.size}"
+
+
+def test_merge_by_support_joins_only_connected_pieces_of_one_polarity():
+    from dscope.inspection.detect import _merge_by_support
+    lab = np.zeros((40, 60), np.int32)
+    lab[5:10, 5:10] = 1      # dark
+    lab[5:10, 20:25] = 2     # dark, bridged to 1
+    lab[30:35, 5:10] = 3     # dark, isolated
+    lab[5:10, 40:45] = 4     # bright, touching the dark bridge's end
+    pol = np.array([1, -1, -1, -1, 1], np.float32)
+    dot = np.zeros(5, bool)
+    keep = np.array([False, False, True, False, True])
+    z = np.zeros((40, 60), np.float32)
+    z[6:9, 5:45] = -5.0      # dark support from piece 1 through piece 2 up to piece 4
+    union = np.ones((40, 60), bool)
+    new, n, p, d, k = _merge_by_support(lab, 5, pol, dot, keep, z, union, 3.0)
+    assert new[7, 7] == new[7, 22] != 0, "bridged dark pieces merge"
+    assert len({int(new[7, 7]), int(new[32, 7]), int(new[7, 42])}) == 3
+    assert n == 4 and p[new[7, 42]] == 1.0 and p[new[7, 7]] == -1.0
+    assert k[new[7, 7]] and not k[new[32, 7]], "keep if any member is kept"
+    assert (new > 0).sum() == (lab > 0).sum(), "pixels are relabelled, not added"
+
+
+def test_merge_by_support_leaves_ineligible_pieces_alone_with_their_polarity():
+    from dscope.inspection.detect import _merge_by_support
+    lab = np.zeros((20, 40), np.int32)
+    lab[5:10, 5:10] = 1
+    lab[5:10, 20:25] = 2
+    lab[12:15, 30:35] = 3
+    pol = np.array([1, -1, -1, 1], np.float32)
+    z = np.zeros((20, 40), np.float32)
+    z[6:9, 5:25] = -5.0
+    z[12:15, 30:35] = 5.0
+    args = (np.zeros(4, bool), np.ones(4, bool), z, np.ones((20, 40), bool), 3.0)
+    new, n, p, _, _ = _merge_by_support(lab, 4, pol, *args, eligible=np.array([False, True, False, True]))
+    assert new[7, 7] != new[7, 22], "an ineligible piece is not merged"
+    assert p[new[7, 7]] == -1.0 and p[new[7, 22]] == -1.0 and p[new[13, 32]] == 1.0
+    new2, _, _, _, _ = _merge_by_support(lab, 4, pol, *args)
+    assert new2[7, 7] == new2[7, 22]

@@ -99,6 +99,10 @@ class ClassificationParams(StrictModel):
     edge_band_um: float = Field(ge=0, description="a defect within this distance of the cladding boundary touches it")
     ring_gap_px: int = Field(ge=0, le=20, description="gap between a defect and its local-background ring")
     ring_width_px: int = Field(ge=1, le=30, description="width of the local-background ring")
+    ring_edge_exclusion_um: float = Field(default=0.0, ge=0, le=50, description="min_cnr gate: a defect below "
+                                          "min_cnr against its whole ring is kept when it reaches it against the "
+                                          "ring pixels on its own side of the cladding boundary, farther than "
+                                          "this from it (0 = whole ring only); features use the whole ring")
     min_ring_px: int = Field(ge=3, description="fewer ring pixels: the detection's glass noise is used instead")
     sharpness_smooth_sigma_px: float = Field(gt=0, le=3, description="Gaussian smoothing before the boundary gradient")
     depth_percentile: float = Field(ge=50, le=100, description="percentile of a line's mask values taken as its depth")
@@ -364,13 +368,36 @@ def characterize(
         m8 = m.astype(np.uint8)
         others = (labels[cy0:cy1, cx0:cx1] > 0) & ~m
         ring = (cv2.dilate(m8, k_ring) > 0) & ~(cv2.dilate(m8, k_gap) > 0) & ~others
-        ring_vals = res[ring]
-        enough = ring_vals.size >= params.min_ring_px
-        bg_level = float(np.median(ring_vals)) if enough else 0.0
-        noise = MAD_TO_SIGMA * float(np.median(np.abs(ring_vals - bg_level))) if enough else 0.0
-        noise = max(noise, 0.0 if enough else detection.noise_sigma, params.min_noise_sigma)
+
+        def ring_stats(ring: np.ndarray) -> tuple[float, float, float]:
+            ring_vals = res[ring]
+            enough = ring_vals.size >= params.min_ring_px
+            bg_level = float(np.median(ring_vals)) if enough else 0.0
+            noise = MAD_TO_SIGMA * float(np.median(np.abs(ring_vals - bg_level))) if enough else 0.0
+            noise = max(noise, 0.0 if enough else detection.noise_sigma, params.min_noise_sigma)
+            inside = res[m] - bg_level
+            contrast = float(np.percentile(inside, 90)) if inside.size else 0.0
+            return bg_level, noise, contrast
+
+        bg_level, noise, contrast = ring_stats(ring)
+        gate_cnr = contrast / noise
+        if params.ring_edge_exclusion_um > 0 and gate_cnr < params.min_cnr:
+            # keep/drop gate: the local background from the defect's own side of the cladding boundary
+            # (the rim line and the ferrule beyond it are not the glass's noise, and vice versa); the
+            # features below keep the whole ring
+            ring = ring.copy()
+            ry, rx = np.nonzero(ring)
+            r_ring = geometry.normalized_radius(np.stack([rx + cx0 + x0, ry + cy0 + y0], 1).astype(np.float64))
+            my, mx = np.nonzero(m)
+            r_in = float(np.median(geometry.normalized_radius(
+                np.stack([mx + cx0 + x0, my + cy0 + y0], 1).astype(np.float64))))
+            excl = params.ring_edge_exclusion_um * ppu
+            side = (r_ring < r_clad - excl) if r_in < r_clad else (r_ring > r_clad + excl)
+            if np.count_nonzero(side) >= params.min_ring_px:
+                ring[ry[~side], rx[~side]] = False
+                _, n_side, c_side = ring_stats(ring)
+                gate_cnr = max(gate_cnr, c_side / n_side)
         inside = res[m] - bg_level
-        contrast = float(np.percentile(inside, 90)) if inside.size else 0.0
         # geometry of the mask
         ys, xs = np.nonzero(m)
         gx = xs + cx0 + x0
@@ -442,7 +469,7 @@ def characterize(
             width_um=float(min(width_prof, rect_wid) * to_um), diameter_um=float(diameter * to_um),
             cnr=float(contrast / noise),
         )
-        if contrast / noise < params.min_cnr and not touches:
+        if gate_cnr < params.min_cnr and not touches:
             continue
         if params.classifier == "logistic" and params.logistic is not None:
             cls = classify_logistic(feats, params.logistic)

@@ -12,7 +12,10 @@ Outline of :func:`detect`:
    detectors, skeleton/Hough line path, and the *ridge* path: Hessian curvature
    computed at full resolution on the core+cladding box, its radial median
    removed, max-pooled onto the analysis grid, so a scratch narrower than an
-   analysis pixel is not averaged away) gives a response; each response is
+   analysis pixel is not averaged away; and the *blob* path: the signed local
+   mean of the residual in a ~10 um window, z-scored with zone-wide statistics
+   so that a soft, low-contrast region as large as a tile is not normalised
+   away) gives a response; each response is
    turned into a z-score with the robust statistics (median / MAD) of its own
    zone and tile (``tile_grid`` x ``tile_grid``), scaled up where the radial
    noise profile rises (the cladding boundary), and ramped to a [0, 1]
@@ -27,7 +30,10 @@ Outline of :func:`detect`:
    the filter support.  The region's polarity is the sign of its most extreme
    residual.  Refined pieces further apart than ``split_gap_px`` become
    separate candidates (a weak defect is not merged into a strong neighbour
-   through their shared low-confidence halo).
+   through their shared low-confidence halo).  Pieces of one polarity joined
+   through the blob path's support (``|z| >= merge_blob_z`` of that sign) are
+   merged again: a soft blob or a ring of dirt is one defect, not fragments
+   each under the size limit.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from dscope.inspection import methods as M
 from dscope.inspection.types import FiberGeometry, ZoneMask
 from dscope.params import StrictModel
 
-MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton", "ridge"]
+MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton", "ridge", "blob"]
 #: Methods that look for lines or edges; they are damped on the cladding boundary band.
 EDGE_METHODS = ("do2mr", "gradient", "lei", "skeleton", "ridge")
 
@@ -102,6 +108,10 @@ class DetectionParams(StrictModel):
     blackhat_kernel_min_px: int = Field(ge=3, description="lower clamp of the black-hat kernel")
     blackhat_kernel_max_px: int = Field(ge=3, le=255, description="upper clamp of the black-hat kernel")
     gradient_kernel_px: int = Field(ge=3, le=31, description="morphological-gradient ellipse kernel")
+    blob_window_um: float = Field(default=10.0, gt=0, description="window of the local-mean (blob) method: soft, "
+                                  "extended low-contrast regions")
+    blob_window_min_px: int = Field(default=3, ge=3, le=63, description="lower clamp of the blob window")
+    blob_window_max_px: int = Field(default=31, ge=3, le=63, description="upper clamp of the blob window")
     line_downscale: int = Field(ge=1, le=4, description="LEI and skeleton paths run at analysis scale / this")
     lei_length_um: float = Field(gt=0, description="LEI line detector length (kernels above 11 px get slow)")
     lei_length_min_px: int = Field(ge=5)
@@ -135,6 +145,13 @@ class DetectionParams(StrictModel):
                                   "peak within this radius (analysis px) instead of the whole region's (0)")
     split_gap_px: int = Field(default=2, ge=0, le=20, description="pieces of a segmented region further apart "
                               "than this (analysis px) become separate defects (0 = never split)")
+    merge_blob_z: float = Field(default=0.0, ge=0, description="pieces of the same polarity joined by the "
+                                "blob method's support (|local-mean z| >= this, same sign) are one defect: a soft "
+                                "low-contrast region or a ring of dirt is not split into fragments (0 = off; needs "
+                                "the blob method)")
+    merge_min_blob_strength: float = Field(default=0.0, ge=0, le=1, description="only pieces whose mean blob "
+                                           "strength reaches this are merged (thin lines, weak in the blob "
+                                           "path, keep their own pieces)")
     min_area_um2: float = Field(ge=0, description="smallest defect kept")
     min_area_px: int = Field(ge=1, description="and at least this many analysis pixels")
     baseline: BaselineParams
@@ -277,6 +294,51 @@ def _ridge_response(
     return out
 
 
+def _merge_by_support(
+    lab: np.ndarray, n: int, pol: np.ndarray, dot: np.ndarray, keep: np.ndarray, z_blob: np.ndarray,
+    union: np.ndarray, z_min: float, gap_px: int = 0, eligible: np.ndarray | None = None,
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge labelled pieces of one polarity connected through ``|z_blob| >= z_min`` of that sign.
+
+    A piece may consist of several blobs less than ``gap_px`` apart; they stay
+    together (the pieces are dilated by that gap in the connectivity mask).
+    Only labels flagged in ``eligible`` (default: all) are merged; the others
+    keep their own label.
+    Returns the relabelled map, the new label count and the per-label polarity,
+    centre-dot flag (all members) and keep flag (any member).
+    """
+    fr = lab > 0
+    lp = pol[lab]
+    comp_key = np.zeros(lab.shape, np.int64)
+    for sign, code in ((-1.0, 0), (1.0, 1)):
+        sup = union & ((z_blob * np.float32(sign)) >= np.float32(z_min))
+        own = (fr & (lp == sign)).astype(np.uint8)
+        if gap_px > 0:
+            own = cv2.dilate(own, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap_px + 1,) * 2))
+        sup |= own > 0
+        nc, comp = cv2.connectedComponents(sup.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        sel = fr & (lp == sign)
+        comp_key[sel] = comp[sel].astype(np.int64) * 2 + code
+    key = comp_key[fr]
+    if eligible is not None:  # pieces not eligible for merging: a key of their own
+        own_key = (int(comp_key.max()) + 2 + lab[fr].astype(np.int64)) * 2 + (lp[fr] > 0)  # parity = polarity
+        key = np.where(eligible[lab[fr]], key, own_key)
+    uk, inv = np.unique(key, return_inverse=True)
+    m = uk.size + 1
+    new_lab = np.zeros(lab.shape, np.int32)
+    new_lab[fr] = inv.astype(np.int32) + 1
+    pairs = np.unique((inv.astype(np.int64) + 1) * n + lab[fr])  # (new, old) label pairs
+    pn, po = pairs // n, pairs % n
+    new_pol = np.ones(m, np.float32)
+    new_pol[1:] = np.where(uk % 2 == 0, -1.0, 1.0)
+    new_dot = np.ones(m, bool)
+    np.logical_and.at(new_dot, pn, dot[po])
+    new_dot[0] = False
+    new_keep = np.zeros(m, bool)
+    np.logical_or.at(new_keep, pn, keep[po])
+    return new_lab, m, new_pol, new_dot, new_keep
+
+
 def empty_detection(roi: tuple[int, int, int, int], noise_sigma: float = 0.0) -> Detection:
     """A detection with no candidates (used when there is nothing to analyse)."""
     _, _, w, h = roi
@@ -405,13 +467,19 @@ def detect(
 
     sub_idx = np.flatnonzero(sub)
 
-    def zscore(resp: np.ndarray) -> np.ndarray:
+    def zscore(resp: np.ndarray, tiles: bool = True) -> np.ndarray:
         v = resp.ravel().take(sub_idx)
         # zone-wide fallback, then zone x tile
         zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (np.nan, np.nan))
         if np.isnan(zm).any():  # a zone with too few samples: the statistics of all analysed pixels
             zm = np.where(np.isnan(zm), np.float32(np.median(v)), zm).astype(np.float32)
             zsg = np.where(np.isnan(zsg), np.float32(M.robust_sigma(v)), zsg).astype(np.float32)
+        if not tiles:  # zone-wide statistics only (a region as large as a tile is not normalised away)
+            zi = np.maximum(zidx - 1, 0)
+            out = np.subtract(resp, zm.astype(np.float32)[zi], dtype=np.float32)
+            out *= (1.0 / np.maximum(zsg, params.min_sigma)).astype(np.float32)[zi]
+            out *= inv_band
+            return out
         med, sig = M.group_robust_stats(v, g_sub, n_groups, params.min_tile_px, (np.nan, np.nan))
         thin = np.isnan(med)  # too few samples in the tile: the zone's statistics
         med[thin] = zm[group_zone[thin]]
@@ -455,6 +523,12 @@ def detect(
             zscore(M.morph_gradient(rs, params.gradient_kernel_px)), ms["gradient"].z_low, ms["gradient"].z_high
         )
         lap("gradient")
+    zbl_signed = None
+    if "blob" in ms:
+        kb = _odd(params.blob_window_um * ppu, params.blob_window_min_px, params.blob_window_max_px)
+        zbl_signed = zscore(M.local_mean(resid, kb), tiles=False)
+        strengths["blob"] = M.strength(np.abs(zbl_signed), ms["blob"].z_low, ms["blob"].z_high)
+        lap("blob")
     # line methods run at a coarser "line scale" (bounded cost, kernels <= 11 px)
     f = params.line_downscale
     hl, wl = max(hs // f, 1), max(ws // f, 1)
@@ -540,8 +614,8 @@ def detect(
             # pieces of a refined region further apart than the gap are separate defects (a weak
             # pit is not swallowed by a strong neighbour through their shared low-confidence halo)
             kg = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.split_gap_px + 1,) * 2)
-            _, near = cv2.connectedComponents(cv2.dilate(refined.astype(np.uint8), kg), connectivity=8,
-                                              ltype=cv2.CV_32S)
+            near_mask = cv2.dilate(refined.astype(np.uint8), kg)
+            _, near = cv2.connectedComponents(near_mask, connectivity=8, ltype=cv2.CV_32S)
             key = near[refined].astype(np.int64) * n + lab_r[refined]
             uk, inv = np.unique(key, return_inverse=True)
             parent = np.concatenate([[0], (uk % n).astype(np.int64)])
@@ -553,6 +627,15 @@ def detect(
             fg_r = lab_r > 0
             keep = _label_max(conf[fg_r], lab_r[fg_r], n) >= params.confidence_threshold
             keep[0] = False
+        if params.merge_blob_z > 0 and zbl_signed is not None and n > 2:
+            # only soft pieces (mean blob strength >= merge_min_blob_strength) merge: thin lines keep
+            # their own pieces
+            fr_m = lab_r > 0
+            cnt_m = np.maximum(np.bincount(lab_r[fr_m], minlength=n), 1)
+            blob_mean = np.bincount(lab_r[fr_m], weights=strengths["blob"][fr_m], minlength=n) / cnt_m
+            lab_r, n, pol, dot, keep = _merge_by_support(lab_r, n, pol, dot, keep, zbl_signed, union,
+                                                         params.merge_blob_z, params.split_gap_px,
+                                                         blob_mean >= params.merge_min_blob_strength)
         counts = np.bincount(lab_r.ravel(), minlength=n)
         min_area = max(params.min_area_px, int(math.ceil(params.min_area_um2 * ppu * ppu)))
         # thin arcs lying on the cladding boundary are the boundary itself (rim line, edge misfit)
