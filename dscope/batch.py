@@ -36,10 +36,15 @@ class BatchResult:
 
     @property
     def status_counts(self) -> dict[str, int]:
-        counts = {"PASS": 0, "FAIL": 0, "UNGRADED": 0, "ERROR": 0}
-        for d in self.docs:
-            counts[d["status"]] = counts.get(d["status"], 0) + 1
-        return counts
+        return status_counts(self.docs)
+
+
+def status_counts(docs: list[dict]) -> dict[str, int]:
+    """Images per verdict, every verdict listed (0 when absent)."""
+    counts = {"PASS": 0, "FAIL": 0, "UNGRADED": 0, "ERROR": 0}
+    for d in docs:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    return counts
 
 
 def collect_images(paths: list[str | os.PathLike], extensions: list[str], recursive: bool = False) -> list[Path]:
@@ -229,7 +234,7 @@ def write_batch_outputs(docs: list[dict], out: Path, settings: RunSettings) -> d
         written["polar_map"] = str(out / POLAR_PLOT)
     manifest = {
         "images": len(docs),
-        "status_counts": {s: sum(1 for d in docs if d["status"] == s) for s in ("PASS", "FAIL", "UNGRADED", "ERROR")},
+        "status_counts": status_counts(docs),
         "outputs": written,
     }
     (out / "batch.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
