@@ -273,3 +273,25 @@ def test_merge_by_support_leaves_ineligible_pieces_alone_with_their_polarity():
     assert p[new[7, 7]] == -1.0 and p[new[7, 22]] == -1.0 and p[new[13, 32]] == 1.0
     new2, _, _, _, _ = _merge_by_support(lab, 4, pol, *args)
     assert new2[7, 7] == new2[7, 22]
+
+
+@pytest.mark.parametrize("params", [FAST, DEEP], ids=["fast_scan", "deep_inspection"])
+def test_lazy_zones_detect_like_realised_masks(params):
+    """Zones given by their radii only (never realised) detect what the full-resolution masks detect."""
+    from dscope.inspection.zones import build_zone_masks, fiber_roi
+    from dscope.inspection.types import ZoneDef
+
+    img, t, geo = scene([DefectSpec("pit", zone="cladding", size_um=8, contrast=40),
+                         DefectSpec("scratch", zone="core", width_um=1.5, contrast=30),
+                         DefectSpec("contamination", zone="contact", size_um=25, contrast=30)], seed=3)
+    defs = [ZoneDef(n, i, o) for n, i, o in zones_for(t.fiber_type, t.core_um, t.cladding_um)]
+    ppu = 1.0 / t.um_per_px
+    roi = fiber_roi(img.shape, geo, max(z.outer_um for z in defs) / 2 * ppu, 8)
+    eager = detect(img, geo, build_zone_masks(img.shape, geo, defs, ppu, roi), params, ppu)
+    lazy_zones = build_zone_masks(img.shape, geo, defs, ppu, roi, lazy=True)
+    lazy = detect(img, geo, lazy_zones, params, ppu)
+    assert not any(z.realised for z in lazy_zones)
+    assert len(lazy.candidates) == len(eager.candidates) >= 2
+    # the same regions: labelled pixels overlap almost entirely
+    a, b = lazy.labels > 0, eager.labels > 0
+    assert np.count_nonzero(a & b) >= 0.95 * max(np.count_nonzero(a), np.count_nonzero(b))

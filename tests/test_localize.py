@@ -230,3 +230,42 @@ def test_large_pit_inside_broken_cladding_is_not_the_fiber(seed, params):
     g = _loc(img, t, params, graded=True)
     assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.01
     assert _center_err(g, t) < 1.0
+
+
+@pytest.mark.parametrize("name", ["dark_glass", "low_contrast", "edge_particles", "chipped_edge", "large_core", "heavy_noise"])
+def test_lazy_sources_find_the_same_fiber_with_less_work(name):
+    """fast_scan's lazy sources stop once a fit is good: same fiber as collecting every source first."""
+    spec = SynthSpec(width=W, height=H, seed=11, **CONDITIONS[name])
+    img, t = render(spec)
+    out = {}
+    for lazy in (True, False):
+        p = LocalizationParams.model_validate({**_section("fast_scan"), "lazy_sources": lazy})
+        out[lazy] = _loc(img, t, p, spec.graded_index)
+    g_lazy, g_all = out[True], out[False]
+    assert _center_err(g_lazy, t) < 1.0
+    assert abs(g_lazy.cladding_radius_px / t.cladding_radius_px - 1) < 0.025
+    assert math.hypot(g_lazy.center_px[0] - g_all.center_px[0], g_lazy.center_px[1] - g_all.center_px[1]) < 0.5
+    # never more sources than the eager order, and the sources are a prefix of it
+    src_lazy, src_all = g_lazy.diagnostics["coarse_sources"], g_all.diagnostics["coarse_sources"]
+    assert src_lazy == src_all[: len(src_lazy)]
+    assert g_lazy.diagnostics["n_candidates"] <= g_all.diagnostics["n_candidates"]
+
+
+def test_lazy_sources_go_on_when_the_first_source_has_no_good_fit():
+    """A strong pit inside a low-contrast fiber: the strong-edge source alone does not end the search."""
+    p = LocalizationParams.model_validate({**_section("fast_scan"), "lazy_sources": True})
+    spec = SynthSpec(width=W, height=H, seed=4, glass_contrast=4.0, rim_line_depth=3.0, noise_sigma=2.0,
+                     defects=[DefectSpec("pit", zone="cladding", size_um=30.0, contrast=90.0, polarity="dark")])
+    img, t = render(spec)
+    g = _loc(img, t, p)
+    assert len(g.diagnostics["coarse_sources"]) >= 2
+    assert _center_err(g, t) < 1.0
+    assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.025
+
+
+@pytest.mark.parametrize("kind", ["blank", "noise"])
+def test_lazy_sources_on_fiber_free_frames_still_fail(kind):
+    p = LocalizationParams.model_validate({**_section("fast_scan"), "lazy_sources": True})
+    img, _ = render(SynthSpec(width=W, height=H, seed=9, has_fiber=False, no_fiber_kind=kind, vignetting=0.3))
+    with pytest.raises(LocalizationError):
+        localize_fiber(img, p)

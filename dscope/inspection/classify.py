@@ -458,7 +458,8 @@ def characterize(
         else:
             if zone_list:
                 zone_name = min(zone_list, key=lambda z: min(abs(r_c - z.inner_px), abs(r_c - z.outer_px))).name
-        touched = [z.name for z in zone_list if np.any(z.mask[cy0:cy1, cx0:cx1] & m)]
+        # zones the defect's pixels reach (radii of its pixel centres: the zone masks' own rule)
+        touched = [z.name for z in zone_list if bool(np.any(z.contains_radius(rr)))]
         to_um = um if um else 1.0 / ppu  # without a scale: the zoning scale (features only)
         length_um = skel_len_ext * to_um
         feats = dict(

@@ -223,7 +223,7 @@ def _validate(gray: np.ndarray, zones: list[ZoneMask]) -> tuple[int, int, int, i
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > g.shape[1] or y + h > g.shape[0]:
         raise ValueError(f"zone ROI {roi} lies outside the image {g.shape[1]}x{g.shape[0]}")
     for z in zones:
-        if tuple(int(v) for v in z.roi_xywh) != roi or z.mask.shape != (h, w):
+        if tuple(int(v) for v in z.roi_xywh) != roi or (z.realised and z.mask.shape != (h, w)):
             raise ValueError(f"zone {z.name!r} does not share the ROI {roi} (mask {z.mask.shape})")
     return roi  # type: ignore[return-value]
 
@@ -401,16 +401,27 @@ def detect(
     # integer downscale factor: bounded work, exact pixel geometry
     kdown = max(1, int(math.ceil(max(w, h) / params.max_analysis_side_px)))
     scale = 1.0 / kdown
-    zone_masks = [np.asarray(z.mask, bool) for z in zones]
     if kdown > 1:
         ws, hs = max(w // kdown, 1), max(h // kdown, 1)
         img = cv2.resize(crop[: hs * kdown, : ws * kdown], (ws, hs), interpolation=cv2.INTER_AREA)
-        zone_masks = [np.ascontiguousarray(m[kdown // 2: hs * kdown: kdown, kdown // 2: ws * kdown: kdown])
-                      for m in zone_masks]
     else:
         img = np.ascontiguousarray(crop)
     hs, ws = img.shape
     ppu = px_per_um * scale
+    half = (kdown - 1) / 2.0  # an analysis pixel is the mean of a kdown x kdown block: its centre
+    r_map = M.normalized_radius_map(
+        (hs, ws), (x0 + half, y0 + half), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
+    )
+    # zone membership at the analysis scale: from the zone radii (lazy zones are never realised at
+    # full resolution), or sampled from masks that were given explicitly
+    zone_masks = []
+    for z in zones:
+        if z.realised:
+            m = np.asarray(z.mask, bool)
+            zone_masks.append(np.ascontiguousarray(m[kdown // 2: hs * kdown: kdown, kdown // 2: ws * kdown: kdown])
+                              if kdown > 1 else m)
+        else:
+            zone_masks.append((r_map >= np.float32(z.inner_px * scale)) & (r_map < np.float32(z.outer_px * scale)))
     union = np.zeros((hs, ws), bool)
     zidx = np.zeros((hs, ws), np.int32)
     for k, m in enumerate(zone_masks):
@@ -419,10 +430,6 @@ def detect(
     if union.sum() < params.min_tile_px:
         return empty_detection(roi)
 
-    half = (kdown - 1) / 2.0  # an analysis pixel is the mean of a kdown x kdown block: its centre
-    r_map = M.normalized_radius_map(
-        (hs, ws), (x0 + half, y0 + half), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
-    )
     lap("crop_downscale")
     # ---- background model and residual -----------------------------------------------------
     # modelled on the whole ROI (context beyond the zone borders), so that filters see real data there

@@ -86,6 +86,12 @@ class LocalizationParams(StrictModel):
     hough_mode: Literal["always", "fallback", "off"] = Field(
         description="HoughCircles (HOUGH_GRADIENT_ALT): always, only when no contour candidate reaches coarse_accept_score, or never"
     )
+    lazy_sources: bool = Field(
+        default=False,
+        description="refine the candidates after each coarse source and run the next (costlier) source only when none "
+        "refined to an accepted fit of quality >= refine_accept_quality (fast profiles: the work follows the difficulty "
+        "of the frame); false = collect the candidates of the sources first, then refine",
+    )
     coarse_accept_score: float = Field(gt=0, le=1, description="coarse edge support that makes the Hough fallback unnecessary")
     coarse_accept_min_radius_frac: float = Field(
         ge=0, le=1, description="only candidates at least this fraction of the short image side in radius end the cheap "
@@ -1347,50 +1353,33 @@ def localize_fiber(
     cands: list[_Model] = []
     scored = []
     stages_used = []
-    accept_min_r = params.coarse_accept_min_radius_frac * min(small.shape)
-    for i_stage, (name, found) in enumerate(coarse.stages()):
-        if callable(found):
-            # the expensive fallback: skipped when the cheap sources found a well-supported
-            # candidate of any size (a small fiber), run when nothing convincing was found
-            if max((sup for _, sup, _ in scored), default=0.0) >= params.coarse_accept_score:
-                break
-            found = found()
-        stages_used.append(name)
-        new = [c for c in _dedupe(cands + found, params.max_candidates) if c not in cands]
-        for c in new:
-            sup, rank = _score_candidate(small_b, c, rect_s, params)
-            scored.append((rank, sup, c))
-        cands.extend(new)
-        big_sup = max((sup for _, sup, c in scored if c.a >= accept_min_r), default=0.0)
-        if len(cands) >= params.max_candidates:
-            break
-        if big_sup >= params.coarse_accept_score and i_stage + 1 >= params.coarse_min_sources:
-            break
-    density = coarse.density
-    if not cands:
-        raise LocalizationError("no fiber found: no circular edge candidate", reason="no_candidate", edge_density=density)
-    scored = _rank_enclosed_last(scored, params)
-    if params.enclosure_probe and scored and scored[0][0] > 0:
-        # nothing encloses the best candidate (it is ranked first): look for a boundary around it
-        probe = _enclosing_probe(small_b, scored[0][2], rect_s, coarse.r_max, params, noise_small,
-                                 np.random.default_rng(params.ransac_seed))
-        if probe is not None:
-            sup, rank = _score_candidate(small_b, probe, rect_s, params)
-            cands.append(probe)
-            scored = _rank_enclosed_last(scored + [(rank, sup, probe)], params)
-    top = [c for rank, _, c in scored[: params.refine_top_candidates] if rank > 0]
-    if not top:
-        raise LocalizationError("no fiber found: no candidate has edge support", reason="no_support")
-
     rng = np.random.default_rng(params.ransac_seed)
-    best = None
-    for c in top:
-        if best is not None and best["quality"] >= params.refine_accept_quality:
-            break  # good enough: skip the remaining candidates (fast profiles)
+    refined: list[_Model] = []  # coarse candidates already refined (lazy sources: never refined twice)
+
+    def rank_and_refine(best):
+        nonlocal scored
+        scored = _rank_enclosed_last(scored, params)
+        if params.enclosure_probe and scored and scored[0][0] > 0 and scored[0][2] not in refined:
+            # nothing encloses the best candidate (it is ranked first): look for a boundary around it
+            probe = _enclosing_probe(small_b, scored[0][2], rect_s, coarse.r_max, params, noise_small,
+                                     np.random.default_rng(params.ransac_seed))
+            if probe is not None:
+                sup, rank = _score_candidate(small_b, probe, rect_s, params)
+                cands.append(probe)
+                scored = _rank_enclosed_last(scored + [(rank, sup, probe)], params)
+        top = [c for rank, _, c in scored[: params.refine_top_candidates] if rank > 0 and c not in refined]
+        for c in top:
+            if best is not None and best["quality"] >= params.refine_accept_quality:
+                break  # good enough: skip the remaining candidates (fast profiles)
+            refined.append(c)
+            best = refine_one(c, best)
+        return best
+
+    def refine_one(c: _Model, best):
         c_full = _Model((c.cx + 0.5) * s_x - 0.5, (c.cy + 0.5) * s_y - 0.5, c.a * k, c.b * k, c.phi)
         r = _refine(img, c_full, rect_f, params, rng)
         if r is None:
-            continue
+            return best
         q_fit = 1.0 / (1.0 + r["rms_px"] / params.quality_rms_scale_px)
         # contrast of the boundary: the local step on the rays, or glass vs ferrule level (a boundary
         # marked mainly by a rim line has a small local step but a clear glass/ferrule difference)
@@ -1404,19 +1393,19 @@ def localize_fiber(
             and r["quality"] >= params.min_quality
         )
         if not r["accepted"]:
-            continue
+            return best
         if best is None:
             best = r
-            continue
+            return best
         # concentric and larger with adequate support: it is the cladding (the other is the core)
         bm, rm = best["model"], r["model"]
         # one boundary inside the other (a pit, particle or the core inside the cladding): the enclosing
         # boundary with good angular support is the fiber, whatever the contrasts
         if _inside(bm, rm, params.enclosure_tol_frac) and r["coverage"] >= params.enclosing_min_coverage:
             best = r
-            continue
+            return best
         if _inside(rm, bm, params.enclosure_tol_frac) and best["coverage"] >= params.enclosing_min_coverage:
-            continue
+            return best
         concentric = math.hypot(bm.cx - rm.cx, bm.cy - rm.cy) < 0.05 * max(bm.a, rm.a) + 2
         if concentric and rm.a > 1.15 * bm.a:
             best = r
@@ -1424,6 +1413,43 @@ def localize_fiber(
             pass  # r is the core (or a ring inside the glass)
         elif _strength(r) > _strength(best):  # two fits of the same boundary, or unrelated circles
             best = r
+        return best
+
+    accept_min_r = params.coarse_accept_min_radius_frac * min(small.shape)
+
+    def add(found: list) -> None:
+        new = [c for c in _dedupe(cands + found, params.max_candidates) if c not in cands]
+        for c in new:
+            sup, rank = _score_candidate(small_b, c, rect_s, params)
+            scored.append((rank, sup, c))
+        cands.extend(new)
+
+    best = None
+    for i_stage, (name, found) in enumerate(coarse.stages()):
+        if callable(found):
+            # the expensive fallback: skipped when the cheap sources found a well-supported
+            # candidate of any size (a small fiber), run when nothing convincing was found
+            if max((sup for _, sup, _ in scored), default=0.0) >= params.coarse_accept_score:
+                break
+            found = found()
+        stages_used.append(name)
+        add(found)
+        if params.lazy_sources and scored:
+            best = rank_and_refine(best)
+            if best is not None and best["quality"] >= params.refine_accept_quality:
+                break  # a fit good enough: the costlier sources are not needed
+        big_sup = max((sup for _, sup, c in scored if c.a >= accept_min_r), default=0.0)
+        if len(cands) >= params.max_candidates:
+            break
+        if big_sup >= params.coarse_accept_score and i_stage + 1 >= params.coarse_min_sources:
+            break
+    density = coarse.density
+    if not cands:
+        raise LocalizationError("no fiber found: no circular edge candidate", reason="no_candidate", edge_density=density)
+    if not params.lazy_sources and scored:
+        best = rank_and_refine(None)
+    if not refined:
+        raise LocalizationError("no fiber found: no candidate has edge support", reason="no_support")
     if best is None:
         raise LocalizationError(
             "no fiber found: no candidate boundary reached the required edge support", reason="low_support"
@@ -1452,6 +1478,8 @@ def localize_fiber(
         core_r, core_diag = _find_core(img, mdl, params, core_to_cladding_ratio, graded_index, rect_f)
     diagnostics = {
         "n_candidates": len(cands),
+        "coarse_sources": list(stages_used),
+        "n_refined": len(refined),
         "edge_support": best["support"],
         "fit_rms_px": best["rms_px"],
         "n_edge_points": best["n_inliers"],

@@ -135,7 +135,7 @@ def inspect_image(gray: np.ndarray, params: PipelineParams) -> InspectionResult:
     zone_scale = params.rule_set.zone_px_per_um(px_per_um)
     outer_px = max(z.outer_um for z in zone_defs) / 2.0 * zone_scale
     roi = fiber_roi(gray.shape, geometry, outer_px, params.roi_margin_px)
-    zones = build_zone_masks(gray.shape, geometry, zone_defs, zone_scale, roi)
+    zones = build_zone_masks(gray.shape, geometry, zone_defs, zone_scale, roi, lazy=True)
     clock.lap("zones")
 
     detection = detect(gray, geometry, zones, params.detection, px_per_um)

@@ -141,21 +141,61 @@ class ZoneDef:
     outer_um: float
 
 
-@dataclass
 class ZoneMask:
     """A zone realised on one image.
 
     ``mask`` covers the region of interest ``roi_xywh`` (not the full frame);
-    ``inner_px``/``outer_px`` are radii along the major axis.
+    ``inner_px``/``outer_px`` are radii along the major axis.  The mask may be
+    given as an array or as a zero-argument callable that builds it: it is then
+    realised on first access only (the detector works from the radii at its own
+    analysis scale, so a fast profile never pays for full-resolution masks).
+
+    Examples
+    --------
+    >>> calls = []
+    >>> z = ZoneMask("core", 0, 10, 0, 2, lambda: calls.append(1) or np.ones((3, 3), bool), (0, 0, 3, 3))
+    >>> z.realised, len(calls)
+    (False, 0)
+    >>> int(z.mask.sum()), int(z.mask.sum()), len(calls), z.realised
+    (9, 9, 1, True)
     """
 
-    name: str
-    inner_um: float
-    outer_um: float
-    inner_px: float
-    outer_px: float
-    mask: np.ndarray
-    roi_xywh: tuple[int, int, int, int]
+    __slots__ = ("name", "inner_um", "outer_um", "inner_px", "outer_px", "roi_xywh", "_mask", "_build")
+
+    def __init__(self, name: str, inner_um: float, outer_um: float, inner_px: float, outer_px: float,
+                 mask, roi_xywh: tuple[int, int, int, int]):
+        self.name = name
+        self.inner_um = inner_um
+        self.outer_um = outer_um
+        self.inner_px = inner_px
+        self.outer_px = outer_px
+        self.roi_xywh = roi_xywh
+        if callable(mask):
+            self._mask, self._build = None, mask
+        else:
+            self._mask, self._build = mask, None
+
+    @property
+    def realised(self) -> bool:
+        """Whether the mask array exists yet."""
+        return self._mask is not None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean ROI-sized mask of the zone (built on first access when given lazily)."""
+        if self._mask is None:
+            self._mask = self._build()
+            self._build = None
+        return self._mask
+
+    def contains_radius(self, radius_px: np.ndarray) -> np.ndarray:
+        """Whether circular-frame radii (major-axis px) fall in this zone's annulus ``[inner, outer)``."""
+        r = np.asarray(radius_px)
+        return (r >= self.inner_px) & (r < self.outer_px)
+
+    def __repr__(self) -> str:
+        return (f"ZoneMask({self.name!r}, inner_um={self.inner_um}, outer_um={self.outer_um}, "
+                f"inner_px={self.inner_px:.2f}, outer_px={self.outer_px:.2f}, roi_xywh={self.roi_xywh})")
 
 
 @dataclass

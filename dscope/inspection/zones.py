@@ -114,6 +114,8 @@ def build_zone_masks(
     zone_defs: Sequence[ZoneDef],
     px_per_um: float,
     roi_xywh: tuple[int, int, int, int],
+    *,
+    lazy: bool = False,
 ) -> list[ZoneMask]:
     """Boolean masks (ROI-sized) of each zone: annuli ``[inner, outer)`` in the fiber's circular frame.
 
@@ -130,6 +132,10 @@ def build_zone_masks(
         From :func:`zone_px_per_um`.
     roi_xywh : tuple
         Region of interest from :func:`fiber_roi`.
+    lazy : bool
+        Build each mask on first access of ``ZoneMask.mask`` (the pipeline: the detector
+        and the characterisation work from the zone radii; the masks are needed only for
+        ``--save-zones`` and the baseline).
 
     Examples
     --------
@@ -146,12 +152,21 @@ def build_zone_masks(
     H, W = int(shape_hw[0]), int(shape_hw[1])
     if x0 < 0 or y0 < 0 or w < 0 or h < 0 or x0 + w > W or y0 + h > H:
         raise DScopeError("bad_argument", f"ROI {roi_xywh} is not inside the {W}x{H} image")
-    rho2 = _normalized_radius2_grid(geometry, (x0, y0, w, h))
+    grid: list[np.ndarray] = []  # the squared-radius grid, shared by the zones and built once, on demand
+
+    def rho2() -> np.ndarray:
+        if not grid:
+            grid.append(_normalized_radius2_grid(geometry, (x0, y0, w, h)))
+        return grid[0]
+
+    def builder(r_in: float, r_out: float):
+        return lambda: (rho2() >= np.float32(r_in) ** 2) & (rho2() < np.float32(r_out) ** 2)
+
     out = []
     for z in zone_defs:
         r_in = z.inner_um / 2.0 * px_per_um
         r_out = z.outer_um / 2.0 * px_per_um
-        mask = (rho2 >= np.float32(r_in) ** 2) & (rho2 < np.float32(r_out) ** 2)
+        mask = builder(r_in, r_out) if lazy else builder(r_in, r_out)()
         out.append(ZoneMask(z.name, float(z.inner_um), float(z.outer_um), float(r_in), float(r_out), mask, (x0, y0, w, h)))
     return out
 
