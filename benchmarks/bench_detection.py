@@ -135,7 +135,7 @@ def match(objs: list, truth_labels: np.ndarray, truth_ids: list[int]):
 
 
 # --------------------------------------------------------------------------------------------------
-def make_pipeline_runner(profile: str):
+def make_pipeline_runner(profile: str, config=None):
     from dscope.inspection.pipeline import inspect_image  # noqa: F401  (fails until the pipeline is complete)
     from dscope.runner import RunSettings
 
@@ -144,7 +144,7 @@ def make_pipeline_runner(profile: str):
     def run(img, t, zones_names):
         key = t.fiber_type
         if key not in cache:
-            cache[key] = RunSettings.create(profile=profile, fiber_type=t.fiber_type, zones=list(zones_names))
+            cache[key] = RunSettings.create(config, profile=profile, fiber_type=t.fiber_type, zones=list(zones_names))
         settings = cache[key]
         res = inspect_image(img, settings.pipeline_params())
         return res.defects, res.timings_s, res.status
@@ -158,7 +158,7 @@ def evaluate(args) -> dict:
     zones_names = tuple(args.zones.split(","))
     pipe = None
     if args.geometry == "pipeline":
-        pipe = make_pipeline_runner(args.profile)
+        pipe = make_pipeline_runner(args.profile, cfg)
     truth_rec, det_rec, base_truth, base_det = [], [], [], []
     clean_fp, clean_fp_base, n_clean = 0, 0, 0
     times = defaultdict(list)

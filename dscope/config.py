@@ -26,6 +26,7 @@ from dscope.hardware.config import CameraConfig
 from dscope.inspection.calibration import CalibrationParams
 from dscope.inspection.classify import ClassificationParams
 from dscope.inspection.detect import DetectionParams
+from dscope.inspection.tiers import FineTierParams
 from dscope.inspection.localize import LocalizationParams
 from dscope.inspection.preprocess import PreprocessParams
 from dscope.params import StrictModel
@@ -68,6 +69,9 @@ class ProfileParams(StrictModel):
     description: str = ""
     localization: LocalizationParams
     detection: DetectionParams
+    fine_tier: FineTierParams | None = Field(
+        default=None, description="second, finer detection pass over the glass zones (fast profiles); null = one pass"
+    )
 
 
 class IOConfig(StrictModel):

@@ -132,6 +132,7 @@ class RunSettings:
             disagreement_warn_fraction=cfg.scale.calibration_disagreement_warn_fraction,
             zones=self.zones,
             roi_margin_px=cfg.pipeline.roi_margin_px,
+            fine_tier=prof.fine_tier,
         )
 
     def with_output(self, **changes) -> "RunSettings":

@@ -352,7 +352,7 @@ def characterize(
     )
     k_prof = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.profile_margin_px + 1,) * 2)
     zone_list = list(zones)
-    out: list[tuple[tuple[float, float], Defect]] = []
+    out: list[Defect] = []
     for cand in detection.candidates:  # loop over defects, never pixels
         bx, by, bw, bh = cand.bbox_xywh
         cx0 = max(bx - x0 - pad, 0)
@@ -521,10 +521,21 @@ def characterize(
             d.diameter_um = d.diameter_px * um
             cn = geometry.to_normalized(np.array([centroid]))[0]
             d.centroid_um = (float(cn[0] * um), float(cn[1] * um))
-        out.append(((centroid[1], centroid[0]), d))
-    out.sort(key=lambda t: t[0])
-    defects = []
-    for i, (_, d) in enumerate(out, start=1):
+        out.append(d)
+    return assign_ids(out)
+
+
+def assign_ids(defects: list[Defect]) -> list[Defect]:
+    """Order defects in raster order of their centroids and name them ``S1, P2, H3 ...`` (class letter + rank).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> ds = [SimpleNamespace(id="", type=t, centroid_px=c) for t, c in [("pit", (5.0, 9.0)), ("scratch", (7.0, 2.0))]]
+    >>> [d.id for d in assign_ids(ds)]
+    ['S1', 'P2']
+    """
+    ordered = sorted(defects, key=lambda d: (d.centroid_px[1], d.centroid_px[0]))
+    for i, d in enumerate(ordered, start=1):
         d.id = f"{CLASS_LETTERS[d.type]}{i}"
-        defects.append(d)
-    return defects
+    return ordered

@@ -185,7 +185,7 @@ class Detection:
     """Output of :func:`detect`; all maps are ROI-sized."""
 
     roi_xywh: tuple[int, int, int, int]
-    confidence: np.ndarray  # float32 0..1
+    confidence_analysis: np.ndarray  # float32 0..1 at the analysis scale (see the ``confidence`` property)
     labels: np.ndarray  # int32, 0 = background
     candidates: list[Candidate]
     noise_sigma: float  # robust noise of the glass residual at analysis scale, grey levels
@@ -204,6 +204,21 @@ class Detection:
         xs = np.minimum(np.arange(x0, x1) // k, bw - 1)
         return g - self.background[np.ix_(ys, xs)]
     diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """Fused confidence (float32, 0..1) on the ROI at full resolution, interpolated on demand
+        from :attr:`confidence_analysis` (the pipeline itself never needs the full-size map)."""
+        _, _, w, h = self.roi_xywh
+        conf = self.confidence_analysis
+        if conf.shape == (h, w):
+            return conf
+        k = max(int(round(1.0 / self.analysis_scale)), 1)
+        hs, ws = conf.shape
+        out = np.zeros((h, w), np.float32)
+        hh, ww = min(hs * k, h), min(ws * k, w)
+        out[:hh, :ww] = cv2.resize(conf, (ws * k, hs * k), interpolation=cv2.INTER_LINEAR)[:hh, :ww]
+        return out
 
 
 def _odd(n: float, lo: int, hi: int) -> int:
@@ -344,7 +359,7 @@ def empty_detection(roi: tuple[int, int, int, int], noise_sigma: float = 0.0) ->
     _, _, w, h = roi
     return Detection(
         roi_xywh=roi,
-        confidence=np.zeros((h, w), np.float32),
+        confidence_analysis=np.zeros((h, w), np.float32),
         labels=np.zeros((h, w), np.int32),
         candidates=[],
         noise_sigma=float(noise_sigma),
@@ -696,18 +711,10 @@ def detect(
             labels[ya:yb, xa:xb][m_up] = lab_id
         candidates.append(Candidate(label=lab_id, bbox_xywh=(x0 + xa, y0 + ya, xb - xa, yb - ya), evidence=ev,
                                     polarity=polarity, score=score))
-    if kdown > 1:
-        conf_out = np.zeros((h, w), np.float32)
-        view = conf_out[: hs * kdown, : ws * kdown]
-        up = cv2.resize(conf, (ws * kdown, hs * kdown), dst=view, interpolation=cv2.INTER_LINEAR)
-        if not np.shares_memory(up, conf_out):  # OpenCV wrote elsewhere: copy in
-            view[...] = up
-    else:
-        conf_out = conf
     lap("upsample_candidates")
     return Detection(
         roi_xywh=roi,
-        confidence=conf_out.astype(np.float32, copy=False),
+        confidence_analysis=conf.astype(np.float32, copy=False),
         labels=labels.astype(np.int32, copy=False),
         candidates=candidates,
         noise_sigma=float(noise_sigma),

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from dscope.errors import DScopeError
-from dscope.inspection.classify import ClassificationParams, characterize
-from dscope.inspection.detect import DetectionParams, detect
+from dscope.inspection.classify import ClassificationParams
+from dscope.inspection.detect import DetectionParams
 from dscope.inspection.grading import grade
 from dscope.inspection.localize import LocalizationParams, localize_fiber
 from dscope.inspection.preprocess import PreprocessParams, illumination_check
 from dscope.inspection.rules import RuleSet
 from dscope.inspection.scale import resolve_scale
+from dscope.inspection.tiers import FineTierParams, characterize_tiers, detect_tiered
 from dscope.inspection.types import FiberSpec, Grade, InspectionResult, Scale
 from dscope.inspection.zones import build_zone_masks, fiber_roi, zone_px_per_um
 
@@ -47,6 +48,7 @@ class PipelineParams:
     disagreement_warn_fraction: float = 0.02
     zones: Sequence[str] | None = None
     roi_margin_px: int = 0
+    fine_tier: FineTierParams | None = None
 
 
 class _Clock:
@@ -138,9 +140,9 @@ def inspect_image(gray: np.ndarray, params: PipelineParams) -> InspectionResult:
     zones = build_zone_masks(gray.shape, geometry, zone_defs, zone_scale, roi, lazy=True)
     clock.lap("zones")
 
-    detection = detect(gray, geometry, zones, params.detection, px_per_um)
+    passes, _ = detect_tiered(gray, geometry, zones, params.detection, params.fine_tier, px_per_um)
     clock.lap("detect")
-    defects = characterize(gray, detection, geometry, zones, scale, px_per_um, params.classification)
+    defects = characterize_tiers(gray, passes, geometry, scale, px_per_um, params.classification)
     clock.lap("classify")
 
     g = grade(defects, params.rule_set, scale_known=scale.known, analyzed_zones=params.zones)

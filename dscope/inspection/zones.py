@@ -152,7 +152,30 @@ def build_zone_masks(
     H, W = int(shape_hw[0]), int(shape_hw[1])
     if x0 < 0 or y0 < 0 or w < 0 or h < 0 or x0 + w > W or y0 + h > H:
         raise DScopeError("bad_argument", f"ROI {roi_xywh} is not inside the {W}x{H} image")
-    grid: list[np.ndarray] = []  # the squared-radius grid, shared by the zones and built once, on demand
+    radii = [ZoneMask(z.name, float(z.inner_um), float(z.outer_um), z.inner_um / 2.0 * px_per_um,
+                      z.outer_um / 2.0 * px_per_um, None, (x0, y0, w, h)) for z in zone_defs]
+    out = zones_on_roi(radii, geometry, (x0, y0, w, h))  # lazy, one shared squared-radius grid
+    if not lazy:
+        for z in out:
+            _ = z.mask
+    return out
+
+
+def zones_on_roi(
+    zones: Sequence[ZoneMask], geometry: FiberGeometry, roi_xywh: tuple[int, int, int, int]
+) -> list[ZoneMask]:
+    """The same zones (names, radii) realised lazily on another region of interest.
+
+    Examples
+    --------
+    >>> g = FiberGeometry(center_px=(50.0, 50.0), cladding_radius_px=40.0)
+    >>> zs = build_zone_masks((100, 100), g, [ZoneDef("core", 0, 20), ZoneDef("cladding", 20, 80)], 1.0, (0, 0, 100, 100))
+    >>> moved = zones_on_roi(zs, g, fiber_roi((100, 100), g, 40.0, 0))
+    >>> [z.realised for z in moved], moved[1].mask.shape
+    ([False, False], (81, 81))
+    """
+    x0, y0, w, h = (int(v) for v in roi_xywh)
+    grid: list[np.ndarray] = []
 
     def rho2() -> np.ndarray:
         if not grid:
@@ -162,13 +185,8 @@ def build_zone_masks(
     def builder(r_in: float, r_out: float):
         return lambda: (rho2() >= np.float32(r_in) ** 2) & (rho2() < np.float32(r_out) ** 2)
 
-    out = []
-    for z in zone_defs:
-        r_in = z.inner_um / 2.0 * px_per_um
-        r_out = z.outer_um / 2.0 * px_per_um
-        mask = builder(r_in, r_out) if lazy else builder(r_in, r_out)()
-        out.append(ZoneMask(z.name, float(z.inner_um), float(z.outer_um), float(r_in), float(r_out), mask, (x0, y0, w, h)))
-    return out
+    return [ZoneMask(z.name, z.inner_um, z.outer_um, z.inner_px, z.outer_px, builder(z.inner_px, z.outer_px),
+                     (x0, y0, w, h)) for z in zones]
 
 
 def zone_of_points(
