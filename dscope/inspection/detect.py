@@ -429,6 +429,10 @@ def detect(
     )
     # zone membership at the analysis scale: from the zone radii (lazy zones are never realised at
     # full resolution), or sampled from masks that were given explicitly
+    # (both sample the image pixel at offset kdown // 2 of each block, as the masks' subsampling does)
+    r_zone = r_map if kdown % 2 == 1 else M.normalized_radius_map(
+        (hs, ws), (x0 + kdown // 2, y0 + kdown // 2), geometry.center_px, geometry.axis_ratio, geometry.angle_deg, scale
+    )
     zone_masks = []
     for z in zones:
         if z.realised:
@@ -436,7 +440,7 @@ def detect(
             zone_masks.append(np.ascontiguousarray(m[kdown // 2: hs * kdown: kdown, kdown // 2: ws * kdown: kdown])
                               if kdown > 1 else m)
         else:
-            zone_masks.append((r_map >= np.float32(z.inner_px * scale)) & (r_map < np.float32(z.outer_px * scale)))
+            zone_masks.append((r_zone >= np.float32(z.inner_px * scale)) & (r_zone < np.float32(z.outer_px * scale)))
     union = np.zeros((hs, ws), bool)
     zidx = np.zeros((hs, ws), np.int32)
     for k, m in enumerate(zone_masks):
