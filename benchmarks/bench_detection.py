@@ -176,7 +176,7 @@ def evaluate(args) -> dict:
             det = detect(img, geo, zones, prof.detection, 1.0 / t.um_per_px)
             t1 = time.perf_counter()
             defects = characterize(img, det, geo, zones, Scale(t.um_per_px, "um_per_px"), 1.0 / t.um_per_px,
-                                   cfg.classification)
+                                   cfg.classification_for(args.profile))
             times["detect"].append(t1 - t0)
             times["characterize"].append(time.perf_counter() - t1)
         else:

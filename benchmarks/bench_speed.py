@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                 det = detect(img, geo, zones, prof.detection, 1 / t.um_per_px)
                 t1 = time.perf_counter()
                 characterize(img, det, geo, zones, Scale(t.um_per_px, "um_per_px"), 1 / t.um_per_px,
-                             cfg.classification)
+                             cfg.classification_for(prof_name))
                 t2 = time.perf_counter()
                 if best is None or t2 - t0 < best[2] - best[0]:
                     best = (t0, t1, t2, dict(det.diagnostics.get("timings_ms", {})))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/train_classifier.py [--n 210] [--seed 100] [--out FILE.json]
+    python benchmarks/train_classifier.py [--n 210] [--seed 100] [--profile deep_inspection] [--out FILE.json]
 
 Images: ``dscope.synth.random_spec`` cycling through the defect scenarios
 (``mixed``, ``scratch``, ``pit``, ``chip``, ``crack``, ``contamination``), on a
@@ -10,7 +10,10 @@ seed range disjoint from the evaluation benchmark (default seed 100; the
 benchmark uses 1 and 2).  Detection and characterization run on the true
 geometry; every detection matched to a truth defect (rule of
 ``bench_detection.py``) gives one training sample: its feature vector and the
-truth class.  A multinomial logistic regression with L2 penalty is fitted by
+truth class.  ``--profile`` selects the detection profile (its passes, e.g. the
+fast profile's fine tier, as in the pipeline): a profile's features depend on
+its analysis scale, so each profile can carry its own model (``--profile
+fast_scan`` prints the block ``profiles.fast_scan.logistic``).  A multinomial logistic regression with L2 penalty is fitted by
 gradient descent on standardised features.  The result is printed (and written
 to ``--out``) as the JSON block ``classification.logistic`` of the config.
 """
@@ -30,17 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detection import contour_object, match, truth_geometry, truth_zone_masks  # noqa: E402
 
 from dscope.config import load_config  # noqa: E402
-from dscope.inspection.classify import LOGISTIC_FEATURES, characterize, feature_vector  # noqa: E402
-from dscope.inspection.detect import detect  # noqa: E402
+from dscope.inspection.classify import LOGISTIC_FEATURES, feature_vector  # noqa: E402
+from dscope.inspection.tiers import characterize_tiers, detect_tiered  # noqa: E402
 from dscope.inspection.types import DEFECT_TYPES, Scale  # noqa: E402
 from dscope.synth import random_spec, render  # noqa: E402
 
 SCENARIOS = ("mixed", "scratch", "pit", "chip", "crack", "contamination")
 
 
-def collect(n: int, seed: int, config=None):
+def collect(n: int, seed: int, config=None, profile: str = "deep_inspection"):
     cfg = load_config(config)
-    prof = cfg.profile("deep_inspection")
+    prof = cfg.profile(profile)
+    # classes come from the truth; the classifier's own weights do not matter for the features
+    cls_params = cfg.classification_for(profile)
     names = ("core", "cladding", "adhesive", "contact")
     X, y = [], []
     for i in range(n):
@@ -50,9 +55,8 @@ def collect(n: int, seed: int, config=None):
             continue
         geo = truth_geometry(t)
         zones = truth_zone_masks(t, img.shape, geo, names)
-        det = detect(img, geo, zones, prof.detection, 1.0 / t.um_per_px)
-        defects = characterize(img, det, geo, zones, Scale(t.um_per_px, "um_per_px"), 1.0 / t.um_per_px,
-                               cfg.classification)
+        passes, _ = detect_tiered(img, geo, zones, prof.detection, prof.fine_tier, 1.0 / t.um_per_px)
+        defects = characterize_tiers(img, passes, geo, Scale(t.um_per_px, "um_per_px"), 1.0 / t.um_per_px, cls_params)
         objs = [contour_object(d.contour_px) for d in defects]
         truth = {d.id: d for d in t.defects}
         pairs, _, _ = match(objs, t.labels, sorted(truth))
@@ -92,11 +96,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=210)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--config", default=None)
+    ap.add_argument("--profile", default="deep_inspection", help="detection profile whose features are learnt")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    X, y = collect(args.n, args.seed, args.config)
+    X, y = collect(args.n, args.seed, args.config, args.profile)
     model, acc = fit(X, y)
-    model["trained_on"] = f"{len(y)} matched detections from {args.n} generated images, seed {args.seed}"
+    model["trained_on"] = (f"{len(y)} matched detections from {args.n} generated images, seed {args.seed}, "
+                           f"profile {args.profile}")
     print(f"samples {len(y)} per class {np.bincount(y, minlength=len(DEFECT_TYPES)).tolist()} "
           f"training accuracy {acc:.3f}")
     text = json.dumps(model)

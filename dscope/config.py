@@ -24,8 +24,8 @@ from dscope.errors import ConfigError
 from dscope.jsonio import read_json_file
 from dscope.hardware.config import CameraConfig
 from dscope.inspection.calibration import CalibrationParams
-from dscope.inspection.classify import ClassificationParams
 from dscope.inspection.detect import DetectionParams
+from dscope.inspection.classify import ClassificationParams, LogisticModel
 from dscope.inspection.tiers import FineTierParams
 from dscope.inspection.localize import LocalizationParams
 from dscope.inspection.preprocess import PreprocessParams
@@ -71,6 +71,11 @@ class ProfileParams(StrictModel):
     detection: DetectionParams
     fine_tier: FineTierParams | None = Field(
         default=None, description="second, finer detection pass over the glass zones (fast profiles); null = one pass"
+    )
+    logistic: LogisticModel | None = Field(
+        default=None,
+        description="this profile's own classifier weights, trained on its own detections (benchmarks/train_classifier.py "
+        "--profile NAME); null = classification.logistic",
     )
 
 
@@ -170,6 +175,13 @@ class Config(StrictModel):
             raise ConfigError(
                 "config_invalid", f"unknown profile {name!r}; choose one of {sorted(self.profiles)}"
             ) from None
+
+    def classification_for(self, profile: str | None = None) -> ClassificationParams:
+        """The ``classification`` section with the profile's own logistic model, when it has one."""
+        prof = self.profile(profile)
+        if prof.logistic is None:
+            return self.classification
+        return self.classification.model_copy(update={"logistic": prof.logistic})
 
     def fiber_type(self, name: str | None = None) -> FiberTypeConfig | None:
         return self.fiber_types.get(name or self.default_fiber_type)

@@ -122,7 +122,7 @@ class RunSettings:
             preprocess=cfg.preprocess,
             localization=prof.localization,
             detection=prof.detection,
-            classification=cfg.classification,
+            classification=cfg.classification_for(self.profile),
             fiber_spec=self.fiber_spec,
             rule_set=self.rule_set,
             graded_index=self.graded_index,

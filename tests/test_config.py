@@ -111,3 +111,20 @@ def test_profile_lookup_unknown_name(config):
     with pytest.raises(ConfigError) as ei:
         config.profile("nope")
     assert "nope" in ei.value.message
+
+
+def test_profile_logistic_model_overrides_the_shared_one(config, config_data):
+    fast = config.classification_for("fast_scan")
+    deep = config.classification_for("deep_inspection")
+    assert config.profile("deep_inspection").logistic is None
+    assert deep.logistic == config.classification.logistic
+    if config.profile("fast_scan").logistic is not None:
+        assert fast.logistic == config.profile("fast_scan").logistic != config.classification.logistic
+    # everything else of the section is shared
+    assert fast.model_dump(exclude={"logistic"}) == deep.model_dump(exclude={"logistic"})
+    # a malformed profile model is rejected with its key
+    config_data["profiles"]["fast_scan"]["logistic"] = {"features": ["x"], "classes": ["pit"], "mean": [0],
+                                                        "std": [1], "weights": [[1]], "bias": [0]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(config_data, "test.json")
+    assert "profiles.fast_scan.logistic" in exc.value.message
