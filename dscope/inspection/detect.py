@@ -493,23 +493,29 @@ def detect(
 
     sub_idx = np.flatnonzero(sub)
 
-    def zscore(resp: np.ndarray, tiles: bool = True) -> np.ndarray:
-        v = resp.ravel().take(sub_idx)
-        # zone-wide fallback, then zone x tile
+    def zone_stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         zm, zsg = M.group_robust_stats(v, z_sub, n_zones, params.min_tile_px, (np.nan, np.nan))
         if np.isnan(zm).any():  # a zone with too few samples: the statistics of all analysed pixels
             zm = np.where(np.isnan(zm), np.float32(np.median(v)), zm).astype(np.float32)
             zsg = np.where(np.isnan(zsg), np.float32(M.robust_sigma(v)), zsg).astype(np.float32)
+        return zm, zsg
+
+    def zscore(resp: np.ndarray, tiles: bool = True) -> np.ndarray:
+        v = resp.ravel().take(sub_idx)
         if not tiles:  # zone-wide statistics only (a region as large as a tile is not normalised away)
+            zm, zsg = zone_stats(v)
             zi = np.maximum(zidx - 1, 0)
             out = np.subtract(resp, zm.astype(np.float32)[zi], dtype=np.float32)
             out *= (1.0 / np.maximum(zsg, params.min_sigma)).astype(np.float32)[zi]
             out *= inv_band
             return out
+        # zone x tile, with the zone-wide statistics as the fallback of thinly sampled tiles
         med, sig = M.group_robust_stats(v, g_sub, n_groups, params.min_tile_px, (np.nan, np.nan))
         thin = np.isnan(med)  # too few samples in the tile: the zone's statistics
-        med[thin] = zm[group_zone[thin]]
-        sig[thin] = zsg[group_zone[thin]]
+        if thin.any():
+            zm, zsg = zone_stats(v)
+            med[thin] = zm[group_zone[thin]]
+            sig[thin] = zsg[group_zone[thin]]
         inv = (1.0 / np.maximum(sig, params.min_sigma)).astype(np.float32)
         out = np.subtract(resp, med.astype(np.float32)[gi], dtype=np.float32)
         out *= inv[gi]
