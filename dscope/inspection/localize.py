@@ -786,6 +786,8 @@ class _Coarse:
             res = float(np.median(np.abs(_ellipse_residual(pts, (m.cx, m.cy, m.a, m.b, m.phi)))))
             if res <= p.contour_fit_tol_px:
                 out.append((a, m))
+                if len(out) >= 2 * p.contour_max_candidates:
+                    break  # contours come largest first: enough well-fitting ones to rank
         out.sort(key=lambda t: -t[0])
         return [m for _, m in out[: p.contour_max_candidates]]
 
