@@ -196,6 +196,11 @@ def test_shape_allows_on_hand_made_features():
     line = _features(elongation=30, aspect_ratio=1.4, length_um=40, tortuosity=1.8)  # tortuous: squat box
     assert not shape_allows("crack", compact, CP) and not shape_allows("scratch", compact, CP)
     assert shape_allows("crack", line, CP) and shape_allows("scratch", line, CP)
+    # a short straight piece: little skeleton elongation but an elongated box
+    piece = _features(elongation=CP.guard_short_line_min_elongation + 0.5, aspect_ratio=CP.line_min_aspect_ratio + 1)
+    assert shape_allows("crack", piece, CP)
+    assert not shape_allows("crack", {**piece, "aspect_ratio": CP.line_min_aspect_ratio - 0.5}, CP)
+    assert not shape_allows("crack", {**piece, "elongation": CP.guard_short_line_min_elongation - 0.5}, CP)
     assert not shape_allows("chip", compact, CP)  # not on the edge
     assert shape_allows("chip", _features(touches_edge=True, elongation=2.0), CP)
     assert not shape_allows("chip", _features(touches_edge=True, elongation=CP.chip_max_elongation + 1), CP)

@@ -133,9 +133,13 @@ class ClassificationParams(StrictModel):
     classifier: Literal["rules", "logistic"] = Field(description="feature rules, or the trained logistic model")
     logistic: LogisticModel | None = Field(default=None, description="weights from benchmarks/train_classifier.py")
     logistic_shape_guard: bool = Field(default=False, description="a logistic class the defect's shape rules "
-                                       "out is replaced by the feature rules' class: scratch/crack need a "
-                                       "line (line_min_elongation, line_min_length_um), a chip needs the "
-                                       "cladding edge and elongation below chip_max_elongation")
+                                       "out is replaced by the feature rules' class (see shape_allows): "
+                                       "scratch/crack need a line (elongation >= line_min_elongation, or a short "
+                                       "straight piece: elongation >= guard_short_line_min_elongation and aspect "
+                                       ">= line_min_aspect_ratio), a chip needs the cladding edge and elongation "
+                                       "below chip_max_elongation")
+    guard_short_line_min_elongation: float = Field(default=1.5, gt=0, description="least skeleton_length^2 / "
+                                                   "area of a short straight line piece (with the aspect ratio)")
     confidence_calibration: list[tuple[float, float]] = Field(
         min_length=2, description="[detection score, share real] knots; confidence = piecewise-linear interpolation"
     )
@@ -274,12 +278,14 @@ def is_line_like(f: dict, params: ClassificationParams) -> bool:
 def shape_allows(cls: str, f: dict, params: ClassificationParams) -> bool:
     """Whether class ``cls`` is physically possible for a defect of this shape.
 
-    Scratches and cracks are lines: skeleton length**2 / area of at least
-    ``line_min_elongation`` and at least ``line_min_length_um`` long (the aspect
-    ratio is not required: a tortuous crack has a squat bounding rectangle).  A
-    chip is missing glass at the cladding edge: it touches the edge and is not a
-    long line (elongation below ``chip_max_elongation``).  Pits and contamination
-    have no shape precondition.
+    Scratches and cracks are lines: either clearly elongated along their skeleton
+    (``skeleton_length**2 / area >= line_min_elongation``; a tortuous crack has a
+    squat bounding rectangle, so the aspect ratio is not asked for), or a short
+    straight piece (elongation at least ``guard_short_line_min_elongation`` AND a
+    bounding-rectangle aspect ratio of at least ``line_min_aspect_ratio``).  A chip
+    is missing glass at the cladding edge: it touches the edge and is not a long
+    line (elongation below ``chip_max_elongation``).  Pits and contamination have
+    no shape precondition.
 
     Examples
     --------
@@ -290,7 +296,10 @@ def shape_allows(cls: str, f: dict, params: ClassificationParams) -> bool:
     (False, False, True)
     """
     if cls in ("scratch", "crack"):
-        return f["elongation"] >= params.line_min_elongation and f["length_um"] >= params.line_min_length_um
+        return f["elongation"] >= params.line_min_elongation or (
+            f["elongation"] >= params.guard_short_line_min_elongation
+            and f["aspect_ratio"] >= params.line_min_aspect_ratio
+        )
     if cls == "chip":
         return bool(f["touches_edge"]) and f["elongation"] < params.chip_max_elongation
     return True
