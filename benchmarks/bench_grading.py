@@ -183,6 +183,11 @@ def main(argv=None) -> int:
             "false_pass_truth_rule_classes": dict(Counter(
                 cls for r in truth_fail if r["pipeline"] == "PASS" for cls in r["truth_rule_classes"])),
             "disagreements_by_fiber_type": dict(Counter(r["fiber_type"] for r in rows if r["pipeline"] != r["truth"])),
+            # diagnostics of the disagreements (the headline figures above are unchanged by them)
+            "false_fail": sum(r["truth"] == "PASS" and r["pipeline"] == "FAIL" for r in rows),
+            "false_fail_also_fail_with_undetectable": sum(
+                r["truth"] == "PASS" and r["pipeline"] == "FAIL" and r["truth_all_defects"] == "FAIL" for r in rows),
+            "error_on_fiber_images": sum(r["truth"] != "ERROR" and r["pipeline"] == "ERROR" for r in rows),
         })
     elif pipeline_error:
         summary["pipeline_unavailable"] = pipeline_error
@@ -204,6 +209,9 @@ def main(argv=None) -> int:
         print(f"false passes by fiber type: {summary['false_pass_by_fiber_type']}; "
               f"by broken truth rule class: {summary['false_pass_truth_rule_classes']}")
         print(f"disagreements by fiber type: {summary['disagreements_by_fiber_type']}")
+        print(f"false FAILs: {summary['false_fail']} (of which {summary['false_fail_also_fail_with_undetectable']} "
+              "would be FAIL in the truth too if its undetectable defects counted); ERROR on images with a fiber: "
+              f"{summary['error_on_fiber_images']}")
     elif "pipeline_unavailable" in summary:
         print(f"pipeline unavailable: {summary['pipeline_unavailable']}")
     print(f"render: {summary['render_s_per_image']:.3f} s/image; truth-side grade(): "

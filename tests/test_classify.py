@@ -8,7 +8,7 @@ import pytest
 from dscope.config import load_config
 from dscope.inspection.classify import (
     CLASS_LETTERS, LOGISTIC_FEATURES, ClassificationParams, LogisticModel, calibrate_confidence, characterize,
-    classify_features, classify_logistic, feature_vector,
+    classify_features, classify_logistic, feature_vector, shape_allows,
 )
 from dscope.inspection.detect import detect
 from dscope.inspection.types import Scale
@@ -181,3 +181,50 @@ def test_wide_region_skeleton_on_a_binned_mask_keeps_length_and_shape():
     assert binned[0] == pytest.approx(full[0], rel=0.1)  # skeleton length
     assert binned[2] == 0 and binned[1] < 1.1  # straight, unbranched in both
     assert full[2] == 0 and full[1] < 1.1
+
+
+def _always(cls: str) -> LogisticModel:
+    """A logistic model that answers ``cls`` whatever the features (bias only)."""
+    data = CP.logistic.model_dump()
+    nf, nc = len(data["features"]), len(data["classes"])
+    return LogisticModel.model_validate({**data, "weights": [[0.0] * nc for _ in range(nf)],
+                                         "bias": [10.0 if c == cls else 0.0 for c in data["classes"]]})
+
+
+def test_shape_allows_on_hand_made_features():
+    compact = _features(elongation=1.5, aspect_ratio=1.6, length_um=3.0)
+    line = _features(elongation=30, aspect_ratio=1.4, length_um=40, tortuosity=1.8)  # tortuous: squat box
+    assert not shape_allows("crack", compact, CP) and not shape_allows("scratch", compact, CP)
+    assert shape_allows("crack", line, CP) and shape_allows("scratch", line, CP)
+    # a short straight piece: little skeleton elongation but an elongated box
+    piece = _features(elongation=CP.guard_short_line_min_elongation + 0.5, aspect_ratio=CP.line_min_aspect_ratio + 1)
+    assert shape_allows("crack", piece, CP)
+    assert not shape_allows("crack", {**piece, "aspect_ratio": CP.line_min_aspect_ratio - 0.5}, CP)
+    assert not shape_allows("crack", {**piece, "elongation": CP.guard_short_line_min_elongation - 0.5}, CP)
+    assert not shape_allows("chip", compact, CP)  # not on the edge
+    assert shape_allows("chip", _features(touches_edge=True, elongation=2.0), CP)
+    assert not shape_allows("chip", _features(touches_edge=True, elongation=CP.chip_max_elongation + 1), CP)
+    for f in (compact, line):
+        assert shape_allows("pit", f, CP) and shape_allows("contamination", f, CP)
+
+
+def test_logistic_shape_guard_overrides_impossible_classes_only():
+    # a compact pit and a long scratch, run with a model that always says "crack"
+    spec_defs = [DefectSpec("pit", zone="cladding", size_um=6, contrast=40, radius_um=30, angle_deg=0),
+                 DefectSpec("scratch", zone="cladding", size_um=60, width_um=2.0, contrast=30, radius_um=40,
+                            angle_deg=180, orientation_deg=90)]
+    spec = SynthSpec(width=640, height=480, seed=31, um_per_px=0.5, defects=spec_defs)
+    img, t = render(spec)
+    geo = truth_geometry(t)
+    zones = truth_zones(t, img.shape, geo)
+    det = detect(img, geo, zones, DEEP, 1.0 / t.um_per_px)
+    scale = Scale(t.um_per_px, "um_per_px")
+    classes = {}
+    for guard in (False, True):
+        p = CP.model_copy(update={"classifier": "logistic", "logistic": _always("crack"),
+                                  "logistic_shape_guard": guard})
+        defs = characterize(img, det, geo, zones, scale, 1.0 / t.um_per_px, p)
+        classes[guard] = {td.type: matching(defs, t, td.id).type for td in t.defects}
+    assert classes[False] == {"pit": "crack", "scratch": "crack"}  # the model alone
+    assert classes[True]["pit"] in ("pit", "contamination")  # a compact spot cannot be a crack
+    assert classes[True]["scratch"] == "crack"  # a line keeps the model's class

@@ -132,6 +132,14 @@ class ClassificationParams(StrictModel):
     pit_dark_only: bool = Field(description="pits (missing glass) are darker than the background")
     classifier: Literal["rules", "logistic"] = Field(description="feature rules, or the trained logistic model")
     logistic: LogisticModel | None = Field(default=None, description="weights from benchmarks/train_classifier.py")
+    logistic_shape_guard: bool = Field(default=False, description="a logistic class the defect's shape rules "
+                                       "out is replaced by the feature rules' class (see shape_allows): "
+                                       "scratch/crack need a line (elongation >= line_min_elongation, or a short "
+                                       "straight piece: elongation >= guard_short_line_min_elongation and aspect "
+                                       ">= line_min_aspect_ratio), a chip needs the cladding edge and elongation "
+                                       "below chip_max_elongation")
+    guard_short_line_min_elongation: float = Field(default=1.5, gt=0, description="least skeleton_length^2 / "
+                                                   "area of a short straight line piece (with the aspect ratio)")
     confidence_calibration: list[tuple[float, float]] = Field(
         min_length=2, description="[detection score, share real] knots; confidence = piecewise-linear interpolation"
     )
@@ -258,6 +266,45 @@ def calibrate_confidence(score: float, table: list[tuple[float, float]]) -> floa
     return float(np.clip(np.interp(score, xs, ys), 0.0, 1.0))
 
 
+def is_line_like(f: dict, params: ClassificationParams) -> bool:
+    """Whether the feature dictionary describes a line (long, thin): the precondition of scratch and crack."""
+    return (
+        f["elongation"] >= params.line_min_elongation
+        and f["aspect_ratio"] >= params.line_min_aspect_ratio
+        and f["length_um"] >= params.line_min_length_um
+    )
+
+
+def shape_allows(cls: str, f: dict, params: ClassificationParams) -> bool:
+    """Whether class ``cls`` is physically possible for a defect of this shape.
+
+    Scratches and cracks are lines: either clearly elongated along their skeleton
+    (``skeleton_length**2 / area >= line_min_elongation``; a tortuous crack has a
+    squat bounding rectangle, so the aspect ratio is not asked for), or a short
+    straight piece (elongation at least ``guard_short_line_min_elongation`` AND a
+    bounding-rectangle aspect ratio of at least ``line_min_aspect_ratio``).  A chip
+    is missing glass at the cladding edge: it touches the edge and is not a long
+    line (elongation below ``chip_max_elongation``).  Pits and contamination have
+    no shape precondition.
+
+    Examples
+    --------
+    >>> from dscope.config import load_config
+    >>> p = load_config().classification
+    >>> f = dict(elongation=1.0, aspect_ratio=1.2, length_um=3.0, touches_edge=False)
+    >>> shape_allows("crack", f, p), shape_allows("chip", f, p), shape_allows("pit", f, p)
+    (False, False, True)
+    """
+    if cls in ("scratch", "crack"):
+        return f["elongation"] >= params.line_min_elongation or (
+            f["elongation"] >= params.guard_short_line_min_elongation
+            and f["aspect_ratio"] >= params.line_min_aspect_ratio
+        )
+    if cls == "chip":
+        return bool(f["touches_edge"]) and f["elongation"] < params.chip_max_elongation
+    return True
+
+
 def classify_features(f: dict, params: ClassificationParams) -> str:
     """Class of one defect from its feature dictionary (rules with limits from the config).
 
@@ -277,11 +324,7 @@ def classify_features(f: dict, params: ClassificationParams) -> str:
         and f["aspect_ratio"] <= params.chip_max_aspect_ratio
     ):
         return "chip" if f["sharpness"] >= params.chip_min_sharpness else "contamination"
-    line_like = (
-        f["elongation"] >= params.line_min_elongation
-        and f["aspect_ratio"] >= params.line_min_aspect_ratio
-        and f["length_um"] >= params.line_min_length_um
-    )
+    line_like = is_line_like(f, params)
     if line_like and f["sharpness"] < params.line_min_sharpness:
         return "contamination"  # a soft streak (smear, film edge), not a cut in the glass
     if line_like:
@@ -474,6 +517,8 @@ def characterize(
             continue
         if params.classifier == "logistic" and params.logistic is not None:
             cls = classify_logistic(feats, params.logistic)
+            if params.logistic_shape_guard and not shape_allows(cls, feats, params):
+                cls = classify_features(feats, params)
         else:
             cls = classify_features(feats, params)
         line = cls in ("scratch", "crack")
