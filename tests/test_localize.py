@@ -269,3 +269,23 @@ def test_lazy_sources_on_fiber_free_frames_still_fail(kind):
     img, _ = render(SynthSpec(width=W, height=H, seed=9, has_fiber=False, no_fiber_kind=kind, vignetting=0.3))
     with pytest.raises(LocalizationError):
         localize_fiber(img, p)
+
+
+def _regression_cases():
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "localization_regressions.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", _regression_cases(), ids=lambda c: c["origin"].split()[-1])
+def test_regression_frames_localize_the_cladding(case, deep):
+    """Frames of the grading benchmark once missed or mistaken (a core for the cladding, 'no fiber')."""
+    d = dict(case["spec"])
+    defects = [DefectSpec(**x) for x in d.pop("defects")]
+    d["center_offset_px"] = tuple(d["center_offset_px"])
+    d["tags"] = tuple(d["tags"])
+    img, t = render(SynthSpec(**d, defects=defects))
+    g = _loc(img, t, deep)
+    assert _center_err(g, t) < 1.5, case["note"]
+    assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.035, case["note"]

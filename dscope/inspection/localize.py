@@ -141,6 +141,11 @@ class LocalizationParams(StrictModel):
     contour_min_points: int = Field(ge=5, description="shortest contour (points, downscaled) fitted with fitEllipse")
     contour_max_fits: int = Field(ge=1, le=2000, description="longest contours fitted with fitEllipse per source (bounded work)")
     contour_fit_tol_px: float = Field(gt=0, description="median distance (downscaled px) of a contour to its ellipse for it to be a candidate")
+    contour_fit_tol_frac: float = Field(
+        default=0.0, ge=0, le=0.1, description="... or this fraction of the ellipse's semi-major axis, whichever is larger: "
+        "a large fiber's Canny contour traces both sides of its edge and the rim line, and picks up the scratches and "
+        "particles that touch it (the full-resolution refinement finds the exact boundary)",
+    )
     contour_max_candidates: int = Field(ge=1, le=200, description="largest well-fitting contour ellipses kept per source")
     canny_strong_top_px: int = Field(
         ge=4, description="the gradient magnitude of the strongest this-many pixels (downscaled) stands for the strongest edge"
@@ -784,7 +789,7 @@ class _Coarse:
             m = _Model(cx, cy, a, b, phi)
             pts = c.reshape(-1, 2).astype(np.float64)
             res = float(np.median(np.abs(_ellipse_residual(pts, (m.cx, m.cy, m.a, m.b, m.phi)))))
-            if res <= p.contour_fit_tol_px:
+            if res <= max(p.contour_fit_tol_px, p.contour_fit_tol_frac * a):
                 out.append((a, m))
                 if len(out) >= 2 * p.contour_max_candidates:
                     break  # contours come largest first: enough well-fitting ones to rank
