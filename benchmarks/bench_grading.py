@@ -12,7 +12,10 @@ For each generated image (``dscope.synth``, seeded, SM/MM/large-core mix):
   with ``--fiber-type`` set to the image's fiber type (so the scale is the
   fiber type's nominal cladding, as on the bench).
 
-Reported: agreement share (same status), the share of truth-FAIL images the
+Reported: agreement share (same status; also with the undetectable defects
+optional, i.e. the pipeline may give either the verdict of the detectable
+defects or that of all defects: finding a real defect below CNR 2 is not an
+error), the share of truth-FAIL images the
 pipeline reports PASS (false passes), the confusion matrix and seconds per image.
 The issue's targets are agreement >= 97 % and false passes <= 1 %.
 
@@ -172,8 +175,12 @@ def main(argv=None) -> int:
         confusion = {t: {p: 0 for p in STATUSES} for t in STATUSES}
         for r in rows:
             confusion[r["truth"]][r["pipeline"]] += 1
+        # a defect the generator marks undetectable (CNR < 2) is optional: missing it is not an error, and
+        # reporting it is not one either (the connector has that defect: the verdict of the full truth)
+        agree_opt = sum(r["pipeline"] in (r["truth"], r["truth_all_defects"]) for r in rows)
         summary.update({
             "agreement": agree / n,
+            "agreement_undetectable_optional": agree_opt / n,
             "truth_fail_images": len(truth_fail),
             "false_pass_share_of_truth_fail": (false_pass / len(truth_fail)) if truth_fail else None,
             "confusion_truth_rows_pipeline_cols": confusion,
@@ -198,7 +205,8 @@ def main(argv=None) -> int:
           f"zone-table mismatches generator vs rule set: {summary['zone_table_mismatches']})")
     if "agreement" in summary:
         fp = summary["false_pass_share_of_truth_fail"]
-        print(f"agreement pipeline vs truth: {summary['agreement']:.1%}  (target >= 97%)")
+        print(f"agreement pipeline vs truth: {summary['agreement']:.1%}  (target >= 97%); with the undetectable "
+              f"(CNR < 2) defects optional (either truth verdict): {summary['agreement_undetectable_optional']:.1%}")
         print(f"truth-FAIL reported PASS: {'n/a' if fp is None else f'{fp:.1%}'} of {summary['truth_fail_images']}"
               "  (target <= 1%)")
         print("confusion (rows truth, cols pipeline):  " + "  ".join(f"{p:>8}" for p in STATUSES))
