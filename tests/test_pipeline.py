@@ -121,3 +121,21 @@ def test_stage_timings_are_reported_and_add_up():
     assert all(t[s] >= 0 for s in stages)
     parts = sum(v for k, v in t.items() if k != "total")
     assert t["total"] == pytest.approx(parts, abs=2e-3)
+
+
+@pytest.mark.parametrize("profile", ["deep_inspection", "fast_scan"])
+def test_particle_across_the_contact_zone_edge_is_reported(profile):
+    """Dirt lying across the outer edge of the inspected region: its local background is taken from the
+    analysed side only (the rest of the particle beyond the edge is not 'background')."""
+    found = 0
+    for seed in (1, 2, 3):
+        img, t = render(SynthSpec(width=W, height=H, seed=seed, um_per_px=0.55, noise_sigma=2.0, defects=[
+            DefectSpec("contamination", radius_um=123.0, size_um=40.0, contrast=30.0, polarity="dark")]))
+        res = inspect_image(img, RunSettings.create(profile=profile, fiber_type="sm-pc").pipeline_params())
+        tid = t.defects[0].id
+        hits = [d for d in res.defects
+                if np.any(t.labels[d.bbox_px[1]:d.bbox_px[1] + d.bbox_px[3], d.bbox_px[0]:d.bbox_px[0] + d.bbox_px[2]] == tid)]
+        if hits and "contact" in hits[0].zones_touched and hits[0].diameter_um >= 10.0:
+            found += 1
+            assert res.status == "FAIL"  # sm-pc: no defect >= 10 um in the contact zone
+    assert found >= 2

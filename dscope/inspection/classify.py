@@ -395,6 +395,14 @@ def characterize(
     )
     k_prof = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.profile_margin_px + 1,) * 2)
     zone_list = list(zones)
+    r_outer = max((z.outer_px for z in zone_list), default=0.0)
+    r_inner = min((z.inner_px for z in zone_list), default=0.0)
+
+    def touches_outer(bbox_xywh) -> bool:
+        """Whether a box reaches beyond the outer radius of the analysed zones (its far corner)."""
+        bx, by, bw, bh = bbox_xywh
+        corners = np.array([[bx, by], [bx + bw, by], [bx, by + bh], [bx + bw, by + bh]], np.float64)
+        return bool(np.max(geometry.normalized_radius(corners)) >= r_outer)
     out: list[Defect] = []
     for cand in detection.candidates:  # loop over defects, never pixels
         bx, by, bw, bh = cand.bbox_xywh
@@ -411,6 +419,14 @@ def characterize(
         m8 = m.astype(np.uint8)
         others = (labels[cy0:cy1, cx0:cx1] > 0) & ~m
         ring = (cv2.dilate(m8, k_ring) > 0) & ~(cv2.dilate(m8, k_gap) > 0) & ~others
+        if zone_list and (cy0 <= 0 or cx0 <= 0 or cy1 >= h or cx1 >= w or touches_outer(cand.bbox_xywh)):
+            # at the border of the analysed region the ring may lie on the rest of an object that reaches
+            # beyond it (a particle across the contact zone's edge): local background from analysed pixels only
+            ry, rx = np.nonzero(ring)
+            r_ring = geometry.normalized_radius(np.stack([rx + cx0 + x0, ry + cy0 + y0], 1).astype(np.float64))
+            outside = (r_ring >= r_outer) | (r_ring < r_inner)
+            if np.count_nonzero(~outside) >= params.min_ring_px:
+                ring[ry[outside], rx[outside]] = False
 
         def ring_stats(ring: np.ndarray) -> tuple[float, float, float]:
             ring_vals = res[ring]
