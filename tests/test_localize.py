@@ -278,7 +278,7 @@ def _regression_cases():
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("case", _regression_cases(), ids=lambda c: c["origin"].split()[-1])
+@pytest.mark.parametrize("case", _regression_cases(), ids=lambda c: "seed" + c["origin"].split()[2] + "_img" + c["origin"].split()[-1])
 def test_regression_frames_localize_the_cladding(case, deep):
     """Frames of the grading benchmark once missed or mistaken (a core for the cladding, 'no fiber')."""
     d = dict(case["spec"])
