@@ -115,6 +115,10 @@ class LocalizationParams(StrictModel):
         gt=0, le=1, description="refined boundaries: an accepted boundary with at least this angular coverage wins over an "
         "accepted boundary lying inside it (whatever their contrasts)"
     )
+    enclosing_min_quality_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="... and at least this share of the inner boundary's fit quality: a loose "
+        "fit on the ferrule texture or an epoxy ring around a crisp, fully supported boundary does not replace it"
+    )
     enclosure_probe: bool = Field(
         description="cast rays outward from the best candidate (when nothing encloses it) and fit a circle to the "
         "strongest step on each: finds a cladding edge broken by chips and dirt around a compact pit or particle"
@@ -1408,10 +1412,12 @@ def localize_fiber(
         bm, rm = best["model"], r["model"]
         # one boundary inside the other (a pit, particle or the core inside the cladding): the enclosing
         # boundary with good angular support is the fiber, whatever the contrasts
-        if _inside(bm, rm, params.enclosure_tol_frac) and r["coverage"] >= params.enclosing_min_coverage:
+        if (_inside(bm, rm, params.enclosure_tol_frac) and r["coverage"] >= params.enclosing_min_coverage
+                and r["quality"] >= params.enclosing_min_quality_ratio * best["quality"]):
             best = r
             return best
-        if _inside(rm, bm, params.enclosure_tol_frac) and best["coverage"] >= params.enclosing_min_coverage:
+        if (_inside(rm, bm, params.enclosure_tol_frac) and best["coverage"] >= params.enclosing_min_coverage
+                and best["quality"] >= params.enclosing_min_quality_ratio * r["quality"]):
             return best
         concentric = math.hypot(bm.cx - rm.cx, bm.cy - rm.cy) < 0.05 * max(bm.a, rm.a) + 2
         if concentric and rm.a > 1.15 * bm.a:
