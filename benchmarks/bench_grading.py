@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=768)
     ap.add_argument("--profile", default=None, help="processing profile (default: the config's default)")
     ap.add_argument("--truth-only", action="store_true", help="skip the pipeline; report the truth side only")
+    ap.add_argument("--config", default=None, help="configuration file (default: the shipped one)")
     ap.add_argument("--json", metavar="FILE", help="write per-image rows and the summary as JSON")
     args = ap.parse_args(argv)
 
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
             from dscope.config import load_config
             from dscope.runner import RunSettings, inspect_array
 
-            cfg = load_config()
+            cfg = load_config(args.config)
             settings_by_type = {}
 
             def pipeline(img, fiber_type):
