@@ -152,9 +152,9 @@ def build_zone_masks(
     H, W = int(shape_hw[0]), int(shape_hw[1])
     if x0 < 0 or y0 < 0 or w < 0 or h < 0 or x0 + w > W or y0 + h > H:
         raise DScopeError("bad_argument", f"ROI {roi_xywh} is not inside the {W}x{H} image")
-    radii = [ZoneMask(z.name, float(z.inner_um), float(z.outer_um), z.inner_um / 2.0 * px_per_um,
-                      z.outer_um / 2.0 * px_per_um, None, (x0, y0, w, h)) for z in zone_defs]
-    out = zones_on_roi(radii, geometry, (x0, y0, w, h))  # lazy, one shared squared-radius grid
+    radii = [(z.name, float(z.inner_um), float(z.outer_um), z.inner_um / 2.0 * px_per_um, z.outer_um / 2.0 * px_per_um)
+             for z in zone_defs]
+    out = _lazy_zones(radii, geometry, (x0, y0, w, h))  # one shared squared-radius grid
     if not lazy:
         for z in out:
             _ = z.mask
@@ -174,6 +174,11 @@ def zones_on_roi(
     >>> [z.realised for z in moved], moved[1].mask.shape
     ([False, False], (81, 81))
     """
+    return _lazy_zones([(z.name, z.inner_um, z.outer_um, z.inner_px, z.outer_px) for z in zones], geometry, roi_xywh)
+
+
+def _lazy_zones(radii, geometry: FiberGeometry, roi_xywh) -> list[ZoneMask]:
+    """ZoneMasks from ``(name, inner_um, outer_um, inner_px, outer_px)`` whose masks are built on first access."""
     x0, y0, w, h = (int(v) for v in roi_xywh)
     grid: list[np.ndarray] = []
 
@@ -185,8 +190,8 @@ def zones_on_roi(
     def builder(r_in: float, r_out: float):
         return lambda: (rho2() >= np.float32(r_in) ** 2) & (rho2() < np.float32(r_out) ** 2)
 
-    return [ZoneMask(z.name, z.inner_um, z.outer_um, z.inner_px, z.outer_px, builder(z.inner_px, z.outer_px),
-                     (x0, y0, w, h)) for z in zones]
+    return [ZoneMask(name, inner_um, outer_um, inner_px, outer_px, builder(inner_px, outer_px), (x0, y0, w, h))
+            for name, inner_um, outer_um, inner_px, outer_px in radii]
 
 
 def zone_of_points(
