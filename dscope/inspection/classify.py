@@ -403,6 +403,10 @@ def characterize(
         bx, by, bw, bh = bbox_xywh
         corners = np.array([[bx, by], [bx + bw, by], [bx, by + bh], [bx + bw, by + bh]], np.float64)
         return bool(np.max(geometry.normalized_radius(corners)) >= r_outer)
+
+    def patch_radii(ys: np.ndarray, xs: np.ndarray, oy: int, ox: int) -> np.ndarray:
+        """Circular-frame radii of patch pixels ``(ys, xs)`` whose patch starts at ROI ``(oy, ox)``."""
+        return geometry.normalized_radius(np.stack([xs + ox + x0, ys + oy + y0], 1).astype(np.float64))
     out: list[Defect] = []
     for cand in detection.candidates:  # loop over defects, never pixels
         bx, by, bw, bh = cand.bbox_xywh
@@ -423,7 +427,7 @@ def characterize(
             # at the border of the analysed region the ring may lie on the rest of an object that reaches
             # beyond it (a particle across the contact zone's edge): local background from analysed pixels only
             ry, rx = np.nonzero(ring)
-            r_ring = geometry.normalized_radius(np.stack([rx + cx0 + x0, ry + cy0 + y0], 1).astype(np.float64))
+            r_ring = patch_radii(ry, rx, cy0, cx0)
             outside = (r_ring >= r_outer) | (r_ring < r_inner)
             if np.count_nonzero(~outside) >= params.min_ring_px:
                 ring[ry[outside], rx[outside]] = False
@@ -446,10 +450,8 @@ def characterize(
             # features below keep the whole ring
             ring = ring.copy()
             ry, rx = np.nonzero(ring)
-            r_ring = geometry.normalized_radius(np.stack([rx + cx0 + x0, ry + cy0 + y0], 1).astype(np.float64))
-            my, mx = np.nonzero(m)
-            r_in = float(np.median(geometry.normalized_radius(
-                np.stack([mx + cx0 + x0, my + cy0 + y0], 1).astype(np.float64))))
+            r_ring = patch_radii(ry, rx, cy0, cx0)
+            r_in = float(np.median(patch_radii(*np.nonzero(m), cy0, cx0)))
             excl = params.ring_edge_exclusion_um * ppu
             side = (r_ring < r_clad - excl) if r_in < r_clad else (r_ring > r_clad + excl)
             if np.count_nonzero(side) >= params.min_ring_px:
@@ -505,13 +507,13 @@ def characterize(
         edge = (cv2.dilate(m8, None) > 0) & ~(cv2.erode(m8, None) > 0)
         sharpness = float(np.median(gmag[edge]) / max(contrast, 1e-6)) if edge.any() else 0.0
         # radial relations
-        rr = geometry.normalized_radius(np.stack([gx, gy], 1).astype(np.float64))
+        rr = patch_radii(ys, xs, cy0, cx0)
         touches = bool(np.any(np.abs(rr - r_clad) <= band_px))
         outside_fraction = float(np.mean(rr > r_clad + band_px))
         r_c = float(geometry.normalized_radius(np.array([centroid]))[0])
         zone_name = "outside"
         for z in zone_list:
-            if z.inner_px <= r_c < z.outer_px:
+            if z.contains_radius(r_c):
                 zone_name = z.name
                 break
         else:
