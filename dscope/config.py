@@ -26,6 +26,7 @@ from dscope.hardware.config import CameraConfig
 from dscope.inspection.calibration import CalibrationParams
 from dscope.inspection.detect import DetectionParams
 from dscope.inspection.classify import ClassificationParams, LogisticModel
+from dscope.inspection.trees import TreeEnsemble
 from dscope.inspection.tiers import FineTierParams
 from dscope.inspection.localize import LocalizationParams
 from dscope.inspection.preprocess import PreprocessParams
@@ -77,6 +78,12 @@ class ProfileParams(StrictModel):
         description="this profile's own classifier weights, trained on its own detections (benchmarks/train_classifier.py "
         "--profile NAME); null = classification.logistic",
     )
+    trees_model: str | None = Field(
+        default=None,
+        description="this profile's own boosted-trees file (benchmarks/train_classifier.py --model trees --profile "
+        "NAME), found like classification.trees_model; null = classification.trees_model",
+    )
+    trees: TreeEnsemble | None = Field(default=None, exclude=True, description="the loaded trees_model")
 
 
 class IOConfig(StrictModel):
@@ -177,11 +184,14 @@ class Config(StrictModel):
             ) from None
 
     def classification_for(self, profile: str | None = None) -> ClassificationParams:
-        """The ``classification`` section with the profile's own logistic model, when it has one."""
+        """The ``classification`` section with the profile's own trained models, where it has them."""
         prof = self.profile(profile)
-        if prof.logistic is None:
-            return self.classification
-        return self.classification.model_copy(update={"logistic": prof.logistic})
+        update = {}
+        if prof.logistic is not None:
+            update["logistic"] = prof.logistic
+        if prof.trees is not None:
+            update["trees"] = prof.trees
+        return self.classification.model_copy(update=update) if update else self.classification
 
     def fiber_type(self, name: str | None = None) -> FiberTypeConfig | None:
         return self.fiber_types.get(name or self.default_fiber_type)
@@ -212,15 +222,67 @@ def strip_comments(data):
     return data
 
 
+def models_dirs(source: str | None) -> list[Path]:
+    """Folders searched for a relative model file name: ``models/`` beside the config file, then the shipped one."""
+    dirs = []
+    if source and not source.startswith("<"):
+        dirs.append(Path(source).resolve().parent / "models")
+    shipped = config_dir() / "models"
+    if shipped.resolve() not in [d.resolve() for d in dirs]:
+        dirs.append(shipped)
+    return dirs
+
+
+def load_trees_model(name: str, source: str | None, key: str) -> TreeEnsemble:
+    """Load and validate a boosted-trees file named in the config (``key`` names it in errors)."""
+    p = Path(name).expanduser()
+    if not p.is_absolute():
+        found = [d / name for d in models_dirs(source) if (d / name).is_file()]
+        if not found:
+            where = ", ".join(str(d) for d in models_dirs(source))
+            raise ConfigError("config_invalid", f"{source}: {key}: model file {name!r} not found in {where}",
+                              file=source or "")
+        p = found[0]
+    data = read_json_file(p, ConfigError, "config_invalid", what="model file")
+    try:
+        return TreeEnsemble.model_validate(strip_comments(data))
+    except ValidationError as exc:
+        raise ConfigError("config_invalid", f"{source}: {key}: {_format_validation_error(exc, str(p))}",
+                          file=source or "") from None
+
+
+def _attach_models(cfg: Config, source: str) -> Config:
+    """Load the trees files the config names; a 'trees' classifier without a model file is an error."""
+    cls = cfg.classification
+    update: dict = {}
+    if cls.trees_model:
+        update["classification"] = cls.model_copy(
+            update={"trees": load_trees_model(cls.trees_model, source, "classification.trees_model")}
+        )
+    elif cls.classifier == "trees":
+        raise ConfigError("config_invalid", f"{source}: classification.trees_model: needed when classifier is 'trees'",
+                          file=source)
+    profiles = {}
+    for name, prof in cfg.profiles.items():
+        if prof.trees_model:
+            key = f"profiles.{name}.trees_model"
+            profiles[name] = prof.model_copy(update={"trees": load_trees_model(prof.trees_model, source, key)})
+    if profiles:
+        update["profiles"] = {**cfg.profiles, **profiles}
+    return cfg.model_copy(update=update) if update else cfg
+
+
 def parse_config(data: dict, source: str = "<memory>") -> Config:
     """Validate a config mapping; raise :class:`ConfigError` naming the key and the source.
 
-    ``"$comment"`` keys are allowed anywhere and ignored.
+    ``"$comment"`` keys are allowed anywhere and ignored.  Model files named by
+    ``trees_model`` keys are loaded and validated too.
     """
     try:
         cfg = Config.model_validate(strip_comments(data))
     except ValidationError as exc:
         raise ConfigError("config_invalid", _format_validation_error(exc, source), file=source) from None
+    cfg = _attach_models(cfg, source)
     return cfg.model_copy(update={"source_path": source})
 
 

@@ -35,6 +35,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dscope.inspection.detect import Detection
 from dscope.inspection.methods import MAD_TO_SIGMA
+from dscope.inspection.trees import TreeEnsemble
 from dscope.inspection.types import Defect, FiberGeometry, Scale, ZoneMask
 from dscope.params import StrictModel
 
@@ -86,6 +87,11 @@ class LogisticModel(StrictModel):
         return self
 
 
+def classify_trees(f: dict, model: TreeEnsemble) -> str:
+    """Class with the highest boosted-trees score (the trees' features must be :data:`LOGISTIC_FEATURES`)."""
+    return model.predict(feature_vector(f))
+
+
 def classify_logistic(f: dict, model: LogisticModel) -> str:
     """Class with the highest logistic score."""
     z = (np.asarray(feature_vector(f)) - np.asarray(model.mean)) / np.asarray(model.std)
@@ -130,8 +136,15 @@ class ClassificationParams(StrictModel):
     pit_min_solidity: float = Field(ge=0, le=1)
     pit_max_aspect_ratio: float = Field(ge=1)
     pit_dark_only: bool = Field(description="pits (missing glass) are darker than the background")
-    classifier: Literal["rules", "logistic"] = Field(description="feature rules, or the trained logistic model")
+    classifier: Literal["rules", "logistic", "trees"] = Field(
+        description="feature rules, the trained logistic model, or the trained boosted trees (trees_model)"
+    )
     logistic: LogisticModel | None = Field(default=None, description="weights from benchmarks/train_classifier.py")
+    trees_model: str | None = Field(default=None, description="file of boosted trees (benchmarks/train_classifier.py "
+                                    "--model trees): a path, or a name in models/ beside the config file (else in "
+                                    "the shipped config folder); needed when classifier is 'trees'")
+    trees: TreeEnsemble | None = Field(default=None, exclude=True, description="the loaded trees_model (set by "
+                                       "dscope.config.load_config, not written in the file)")
     logistic_shape_guard: bool = Field(default=False, description="a logistic class the defect's shape rules "
                                        "out is replaced by the feature rules' class (see shape_allows): "
                                        "scratch/crack need a line (elongation >= line_min_elongation, or a short "
@@ -347,6 +360,34 @@ def classify_features(f: dict, params: ClassificationParams) -> str:
     return "contamination"
 
 
+def classify(f: dict, params: ClassificationParams) -> str:
+    """Class of one defect by the configured classifier (``rules``, ``logistic`` or ``trees``).
+
+    A trained model's answer that the defect's shape rules out (:func:`shape_allows`)
+    is replaced by the feature rules' class when ``logistic_shape_guard`` is on.
+    A trained classifier whose model is missing falls back to the rules.
+
+    Examples
+    --------
+    >>> from dscope.config import load_config
+    >>> p = load_config().classification
+    >>> f = dict(elongation=1.2, aspect_ratio=1.1, length_um=8.0, tortuosity=1.0, branch_points=0,
+    ...          touches_edge=False, outside_fraction=0.0, sharpness=0.4, circularity=0.9, solidity=0.97,
+    ...          polarity="dark", width_um=8.0, diameter_um=8.2, cnr=12.0)
+    >>> classify(f, p)
+    'pit'
+    """
+    if params.classifier == "trees" and params.trees is not None:
+        cls = classify_trees(f, params.trees)
+    elif params.classifier == "logistic" and params.logistic is not None:
+        cls = classify_logistic(f, params.logistic)
+    else:
+        return classify_features(f, params)
+    if params.logistic_shape_guard and not shape_allows(cls, f, params):
+        cls = classify_features(f, params)
+    return cls
+
+
 def characterize(
     gray: np.ndarray,
     detection: Detection,
@@ -533,12 +574,7 @@ def characterize(
         )
         if gate_cnr < params.min_cnr and not touches:
             continue
-        if params.classifier == "logistic" and params.logistic is not None:
-            cls = classify_logistic(feats, params.logistic)
-            if params.logistic_shape_guard and not shape_allows(cls, feats, params):
-                cls = classify_features(feats, params)
-        else:
-            cls = classify_features(feats, params)
+        cls = classify(feats, params)
         line = cls in ("scratch", "crack")
         length_px = skel_len_ext if line else rect_len
         width_px = float(min(width_prof, rect_wid)) if line else rect_wid
