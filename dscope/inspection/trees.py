@@ -9,9 +9,9 @@ sample goes left when ``x[feature] <= threshold``.  Feature values are rounded
 to float32 before the comparison, as the trainer (scikit-learn) does, so a
 stored model reproduces its trainer's decisions exactly.
 
-The trees of a model are padded into one ``(n_trees, n_nodes)`` table and
-walked together, one vectorised step per tree level: no Python loop over trees
-or nodes.
+The trees of a model are concatenated into flat node tables and walked
+together, one vectorised step per tree level: no Python loop over trees or
+nodes.
 
 The model files live in ``config/models/`` and are written by
 ``benchmarks/train_classifier.py --model trees``; inference needs NumPy only.
@@ -84,25 +84,22 @@ class TreeEnsemble(StrictModel):
 
     @cached_property
     def _tables(self):
-        """Padded node tables ``(n_trees, n_nodes)``; leaves loop onto themselves."""
-        T = len(self.trees)
-        N = max(len(t.feature) for t in self.trees)
-        feat = np.zeros((T, N), np.int64)
-        thr = np.zeros((T, N), np.float64)
-        left = np.tile(np.arange(N), (T, 1))
-        right = left.copy()
-        val = np.zeros((T, N), np.float64)
-        for i, t in enumerate(self.trees):  # once per model load, not per sample
-            n = len(t.feature)
+        """Flat node tables over all trees (global node ids; leaves loop onto themselves)."""
+        sizes = [len(t.feature) for t in self.trees]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        feat, thr, left, right, val = [], [], [], [], []
+        for off, t in zip(offsets, self.trees):  # once per model load, not per sample
+            idx = np.arange(len(t.feature)) + off
             inner = np.asarray(t.left) != -1
-            feat[i, :n] = np.where(inner, t.feature, 0)
-            thr[i, :n] = t.threshold
-            left[i, :n] = np.where(inner, t.left, np.arange(n))
-            right[i, :n] = np.where(inner, t.right, np.arange(n))
-            val[i, :n] = t.value
-        cls = np.array([t.cls for t in self.trees], np.int64)
-        depth = self._max_depth()
-        return feat, thr, left, right, val, cls, depth
+            feat.append(np.where(inner, t.feature, 0))
+            thr.append(np.asarray(t.threshold, np.float64))
+            left.append(np.where(inner, np.asarray(t.left) + off, idx))
+            right.append(np.where(inner, np.asarray(t.right) + off, idx))
+            val.append(np.asarray(t.value, np.float64))
+        onehot = np.zeros((len(self.trees), len(self.classes)))
+        onehot[np.arange(len(self.trees)), [t.cls for t in self.trees]] = 1.0
+        return (np.concatenate(feat).astype(np.int64), np.concatenate(thr), np.concatenate(left).astype(np.int64),
+                np.concatenate(right).astype(np.int64), np.concatenate(val), offsets, onehot, self._max_depth())
 
     def _max_depth(self) -> int:
         best = 0
@@ -121,18 +118,15 @@ class TreeEnsemble(StrictModel):
         X = np.atleast_2d(X).astype(np.float32).astype(np.float64)
         if X.shape[1] != len(self.features):
             raise ValueError(f"expected {len(self.features)} features, got {X.shape[1]}")
-        feat, thr, left, right, val, cls, depth = self._tables
-        rows = np.arange(feat.shape[0])[None, :]
-        node = np.zeros((X.shape[0], feat.shape[0]), np.int64)
+        feat, thr, left, right, val, offsets, onehot, depth = self._tables
+        n = X.shape[0]
+        node = np.broadcast_to(offsets, (n, offsets.size))
+        flat = X.ravel()
+        base = (np.arange(n, dtype=np.int64) * X.shape[1])[:, None]
         for _ in range(depth):  # one vectorised step per tree level
-            f = feat[rows, node]
-            go_left = np.take_along_axis(X, f, axis=1) <= thr[rows, node]
-            node = np.where(go_left, left[rows, node], right[rows, node])
-        leaf = val[rows, node]  # (n_samples, n_trees)
-        out = np.tile(np.asarray(self.init, np.float64), (X.shape[0], 1))
-        onehot = np.zeros((feat.shape[0], len(self.classes)))
-        onehot[np.arange(feat.shape[0]), cls] = 1.0
-        out += leaf @ onehot
+            go_left = flat[base + feat[node]] <= thr[node]
+            node = np.where(go_left, left[node], right[node])
+        out = np.asarray(self.init, np.float64) + val[node] @ onehot
         return out[0] if single else out
 
     def predict(self, x) -> str:
