@@ -65,6 +65,21 @@ def test_pit_is_classified_and_its_diameter_measured(size_um):
     assert d.circularity > 0.5 and d.solidity > 0.8
 
 
+@pytest.mark.parametrize("seed,style", [(24, "film"), (25, "film"), (26, "ring"), (27, "ring")])
+def test_crack_and_dirt_are_told_apart_from_scratches_and_pits(seed, style):
+    # a branched, jagged crack and dirt (a soft oil film or a dried residue ring) side by side in the cladding;
+    # a compact dust particle is left out: it looks like a pit by nature
+    specs = [DefectSpec("crack", zone="cladding", size_um=40, width_um=1.0, contrast=35, branches=2,
+                        radius_um=35, angle_deg=200),
+             DefectSpec("contamination", zone="cladding", size_um=18, contrast=12, radius_um=35, angle_deg=20,
+                        style=style)]
+    defs, t, _ = measure(specs, seed=seed)
+    got = {td.type: matching(defs, t, td.id) for td in t.defects}
+    assert got["crack"] is not None and got["crack"].type == "crack", seed
+    assert got["contamination"] is not None and got["contamination"].type == "contamination", seed
+    assert got["crack"].id.startswith("K") and got["contamination"].id.startswith("C")
+
+
 def test_chip_on_the_edge_is_a_chip_touching_the_edge():
     defs, t, _ = measure([DefectSpec("chip", size_um=14, contrast=40)], seed=23)
     td = t.defects[0]
