@@ -14,6 +14,7 @@ composes them.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -243,12 +244,22 @@ def load_trees_model(name: str, source: str | None, key: str) -> TreeEnsemble:
             raise ConfigError("config_invalid", f"{source}: {key}: model file {name!r} not found in {where}",
                               file=source or "")
         p = found[0]
-    data = read_json_file(p, ConfigError, "config_invalid", what="model file")
     try:
-        return TreeEnsemble.model_validate(strip_comments(data))
+        st = p.stat()
+    except OSError:
+        st = None  # read_json_file below reports the missing or unreadable file
+    try:
+        return _read_trees_file(str(p), st.st_mtime_ns if st else 0, st.st_size if st else -1)
     except ValidationError as exc:
         raise ConfigError("config_invalid", f"{source}: {key}: {_format_validation_error(exc, str(p))}",
                           file=source or "") from None
+
+
+@lru_cache(maxsize=8)
+def _read_trees_file(path: str, mtime_ns: int, size: int) -> TreeEnsemble:
+    """Parse a trees file once per (path, modification time, size): configs reloaded (SIGHUP, workers) share it."""
+    data = read_json_file(path, ConfigError, "config_invalid", what="model file")
+    return TreeEnsemble.model_validate(strip_comments(data))
 
 
 def _attach_models(cfg: Config, source: str) -> Config:
