@@ -288,4 +288,4 @@ def test_regression_frames_localize_the_cladding(case, deep):
     img, t = render(SynthSpec(**d, defects=defects))
     g = _loc(img, t, deep)
     assert _center_err(g, t) < 1.5, case["note"]
-    assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < 0.035, case["note"]
+    assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < case.get("radius_tol", 0.035), case["note"]

@@ -119,6 +119,17 @@ class LocalizationParams(StrictModel):
         default=0.0, ge=0, le=1, description="... and at least this share of the inner boundary's fit quality: a loose "
         "fit on the ferrule texture or an epoxy ring around a crisp, fully supported boundary does not replace it"
     )
+    core_check_min_ratio: float = Field(
+        default=0.0, ge=0, lt=1, description="with a nominal core/cladding ratio at least this large (large-core "
+        "fibers, whose core edge lies a few percent inside the cladding), the best boundary is also refined at "
+        "radius / ratio: an accepted boundary there whose radius times the ratio matches the best one (within "
+        "core_check_tol_frac), at least as continuous (edge support) and with enclosing_min_quality_ratio of its "
+        "quality, is the cladding and the best one was the core (0 = off)"
+    )
+    core_check_tol_frac: float = Field(
+        default=0.02, gt=0, le=0.1, description="radius agreement of the core check, as a share of the outer radius "
+        "(room for the fiber's own core/cladding tolerances)"
+    )
     enclosure_probe: bool = Field(
         description="cast rays outward from the best candidate (when nothing encloses it) and fit a circle to the "
         "strongest step on each: finds a cladding edge broken by chips and dirt around a compact pit or particle"
@@ -183,6 +194,11 @@ class LocalizationParams(StrictModel):
         gt=0, le=1, description="median profile: an inner step is distinct when |d| falls below this share of it before the strongest"
     )
     rim_search_px: float = Field(ge=0, le=20, description="a dark rim line within this distance of the step is the boundary (0 = off)")
+    rim_search_in_frac: float = Field(
+        default=0.0, ge=0, le=0.3, description="no rim line at the step: the thin dark valley nearest inside it, "
+        "within this fraction of the radius (and the boundary window), is the glass edge: an epoxy ring between "
+        "glass and ferrule makes the ring's outer edge the strongest step (0 = off)"
+    )
     rim_smooth_sigma_px: float = Field(gt=0, le=5, description="Gaussian sigma along the ray when locating the rim-line valley")
     rim_max_halfwidth_px: float = Field(
         gt=0, le=20, description="largest inner half-width (min to half-way back to the glass level) of a rim line; wider valleys are adhesive rings"
@@ -950,6 +966,58 @@ def _refine(img, model: _Model, rect, params: LocalizationParams, rng):
     return out
 
 
+def _rim_valley(smr: np.ndarray, jm: int, kr: int, step: float, params: LocalizationParams,
+                thin_only: bool = False):
+    """The boundary at a dark valley of the median profile ``smr`` at index ``jm``, or None.
+
+    A valley deeper than ``rim_min_depth_gray`` below both sides (``kr`` samples away) is a rim line
+    when thin: its centre, corrected for the asymmetry of the step under it, is the boundary.  A wide
+    valley is an adhesive ring whose inner flank (the glass edge) is the boundary; in between the two
+    positions are blended.  ``thin_only`` accepts thin valleys only.  Returns ``(index, diagnostics)``.
+    """
+    b0, b1 = jm - kr, jm + kr
+    if not (b0 >= 0 and b1 < len(smr) and 0 < jm < len(smr) - 1):
+        return None
+    h_in = float(smr[b0])
+    h_out = float(smr[b1])
+    vmin = float(smr[jm])
+    local_min = smr[jm] <= smr[jm - 1] and smr[jm] <= smr[jm + 1]
+    if not (local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray):
+        return None
+    # a thin line recovers to the glass level within a short distance; a wide valley is an
+    # adhesive ring whose inner flank (the glass edge) is the boundary
+    dr = np.abs(np.gradient(smr, step))
+    kf = max(2, int(round(3 * params.rim_max_halfwidth_px / step)))
+    f_in = max(jm - kf, 0) + int(np.argmax(dr[max(jm - kf, 0) : jm + 1]))
+    half = 0.5 * (float(smr[jm]) + h_in)
+    inner = smr[max(jm - kf, 0) : jm + 1][::-1]
+    above = np.flatnonzero(inner >= half)
+    halfwidth = (above[0] if above.size else kf) * step
+    wgt = float(np.clip((halfwidth - params.rim_max_halfwidth_px) / params.rim_max_halfwidth_px, 0.0, 1.0))
+    if thin_only and wgt > 0:
+        return None
+    d2 = float(smr[jm - 1] - 2 * smr[jm] + smr[jm + 1])
+    f2 = float(np.clip(0.5 * (smr[jm - 1] - smr[jm + 1]) / d2, -0.5, 0.5)) if d2 > 1e-9 else 0.0
+    depth = max(0.5 * (h_in + h_out) - vmin, 1e-6)
+    s_w = math.sqrt(depth / max(d2 / (step * step), 1e-9))
+    shift = (h_out - h_in) * s_w / (depth * math.sqrt(2 * math.pi))
+    shift = float(np.clip(shift, -0.5 * params.rim_search_px, 0.5 * params.rim_search_px))
+    loc_rim = jm + f2 + shift / step
+    if 0 < f_in < len(dr) - 1:
+        den = dr[f_in - 1] - 2 * dr[f_in] + dr[f_in + 1]
+        loc_flank = f_in + (float(np.clip(0.5 * (dr[f_in - 1] - dr[f_in + 1]) / den, -0.5, 0.5)) if abs(den) > 1e-12 else 0.0)
+    else:
+        loc_flank = loc_rim
+    # thin valley -> rim line centre; wide valley (adhesive ring) -> its inner flank, the
+    # glass edge; in between blend linearly so the rule does not flip on noise
+    loc = (1 - wgt) * loc_rim + wgt * loc_flank
+    return loc, {
+        "boundary_rule": "rim_line" if wgt == 0 else ("valley_inner_flank" if wgt == 1 else "rim_line_blend"),
+        "rim_depth_gray": depth,
+        "rim_halfwidth_px": halfwidth,
+    }
+
+
 def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio_hint):
     """Radial offset (px) of the glass boundary from ``model``, from the angular median profile.
 
@@ -1012,45 +1080,20 @@ def _boundary_offset(img, model: _Model, rect, params: LocalizationParams, ratio
         smr = cv2.GaussianBlur(med, (kk, 1), sigmaX=sr, borderType=cv2.BORDER_REPLICATE)[0]
         kr = max(2, int(round(params.rim_search_px / step)))
         a0, a1 = max(j0 - kr, 0), min(j0 + kr + 1, len(smr))
-        jm = a0 + int(np.argmin(smr[a0:a1]))
-        b0, b1 = jm - kr, jm + kr
-        if b0 >= 0 and b1 < len(smr) and 0 < jm < len(smr) - 1:
-            h_in = float(smr[b0])
-            h_out = float(smr[b1])
-            vmin = float(smr[jm])
-            local_min = smr[jm] <= smr[jm - 1] and smr[jm] <= smr[jm + 1]
-            # a thin line recovers to the glass level within a short distance; a wide valley is an
-            # adhesive ring whose inner flank (the glass edge) is the boundary
-            dr = np.abs(np.gradient(smr, step))
-            kf = max(2, int(round(3 * params.rim_max_halfwidth_px / step)))
-            f_in = max(jm - kf, 0) + int(np.argmax(dr[max(jm - kf, 0) : jm + 1]))
-            half = 0.5 * (float(smr[jm]) + h_in)
-            inner = smr[max(jm - kf, 0) : jm + 1][::-1]
-            above = np.flatnonzero(inner >= half)
-            halfwidth = (above[0] if above.size else kf) * step
-            is_valley = local_min and vmin < min(h_in, h_out) - params.rim_min_depth_gray
-            if is_valley:
-                d2 = float(smr[jm - 1] - 2 * smr[jm] + smr[jm + 1])
-                f2 = float(np.clip(0.5 * (smr[jm - 1] - smr[jm + 1]) / d2, -0.5, 0.5)) if d2 > 1e-9 else 0.0
-                depth = max(0.5 * (h_in + h_out) - vmin, 1e-6)
-                s_w = math.sqrt(depth / max(d2 / (step * step), 1e-9))
-                shift = (h_out - h_in) * s_w / (depth * math.sqrt(2 * math.pi))
-                shift = float(np.clip(shift, -0.5 * params.rim_search_px, 0.5 * params.rim_search_px))
-                loc_rim = jm + f2 + shift / step
-                if 0 < f_in < len(dr) - 1:
-                    den = dr[f_in - 1] - 2 * dr[f_in] + dr[f_in + 1]
-                    loc_flank = f_in + (float(np.clip(0.5 * (dr[f_in - 1] - dr[f_in + 1]) / den, -0.5, 0.5)) if abs(den) > 1e-12 else 0.0)
-                else:
-                    loc_flank = loc_rim
-                # thin valley -> rim line centre; wide valley (adhesive ring) -> its inner flank, the
-                # glass edge; in between blend linearly so the rule does not flip on noise
-                wgt = float(np.clip((halfwidth - params.rim_max_halfwidth_px) / params.rim_max_halfwidth_px, 0.0, 1.0))
-                loc = (1 - wgt) * loc_rim + wgt * loc_flank
-                diag = {
-                    "boundary_rule": "rim_line" if wgt == 0 else ("valley_inner_flank" if wgt == 1 else "rim_line_blend"),
-                    "rim_depth_gray": depth,
-                    "rim_halfwidth_px": halfwidth,
-                }
+        found = _rim_valley(smr, a0 + int(np.argmin(smr[a0:a1])), kr, step, params)
+        if found is None and params.rim_search_in_frac > 0:
+            # an epoxy ring between the glass and the ferrule: the strongest step is its outer edge and the
+            # rim line (the glass edge) lies further in; the thin valley nearest the step is taken
+            k_in = int(round(min(params.rim_search_in_frac * R, w_in) / step))
+            inner = smr[max(j0 - k_in, 1) : max(j0 - kr, 1) + 1]
+            js = max(j0 - k_in, 1) + np.flatnonzero((inner[1:-1] <= inner[:-2]) & (inner[1:-1] <= inner[2:])) + 1
+            for jm in js[::-1]:  # nearest the step first
+                found = _rim_valley(smr, int(jm), kr, step, params, thin_only=True)
+                if found is not None:
+                    found[1]["boundary_rule"] = "rim_line_inside_ring"
+                    break
+        if found is not None:
+            loc, diag = found
     return float(offs[0] + loc * step), diag
 
 
@@ -1386,11 +1429,11 @@ def localize_fiber(
             best = refine_one(c, best)
         return best
 
-    def refine_one(c: _Model, best):
-        c_full = _Model((c.cx + 0.5) * s_x - 0.5, (c.cy + 0.5) * s_y - 0.5, c.a * k, c.b * k, c.phi)
-        r = _refine(img, c_full, rect_f, params, rng)
+    def fit(c_full: _Model, fit_params: LocalizationParams = params):
+        """Refine a full-resolution model; the fit with its quality and acceptance, or None."""
+        r = _refine(img, c_full, rect_f, fit_params, rng)
         if r is None:
-            return best
+            return None
         q_fit = 1.0 / (1.0 + r["rms_px"] / params.quality_rms_scale_px)
         # contrast of the boundary: the local step on the rays, or glass vs ferrule level (a boundary
         # marked mainly by a rim line has a small local step but a clear glass/ferrule difference)
@@ -1403,7 +1446,12 @@ def localize_fiber(
             and r["contrast_gray"] >= params.min_step_gray
             and r["quality"] >= params.min_quality
         )
-        if not r["accepted"]:
+        return r
+
+    def refine_one(c: _Model, best):
+        c_full = _Model((c.cx + 0.5) * s_x - 0.5, (c.cy + 0.5) * s_y - 0.5, c.a * k, c.b * k, c.phi)
+        r = fit(c_full)
+        if r is None or not r["accepted"]:
             return best
         if best is None:
             best = r
@@ -1467,6 +1515,31 @@ def localize_fiber(
         raise LocalizationError(
             "no fiber found: no candidate boundary reached the required edge support", reason="low_support"
         )
+    core_check = {}
+    ratio = core_to_cladding_ratio
+    if params.core_check_min_ratio > 0 and ratio is not None and params.core_check_min_ratio <= ratio < 1:
+        # a large core's edge, a few percent inside the cladding, can be the best-fitting boundary: fit
+        # again where the cladding would be if it were the core
+        bm = best["model"]
+        # search window: half the gap between the two boundaries, so the fit cannot slide back to the core
+        half_frac = 0.5 * (1.0 - ratio)
+        narrow = params.model_copy(update={
+            "refine_window_frac": min(params.refine_window_frac, half_frac),
+            "refine_window_min_px": min(params.refine_window_min_px, half_frac * bm.a / ratio),
+        })
+        r = fit(_Model(bm.cx, bm.cy, bm.a / ratio, bm.b / ratio, bm.phi), narrow)
+        taken = False
+        if r is not None and r["accepted"]:
+            rm = r["model"]
+            concentric = math.hypot(bm.cx - rm.cx, bm.cy - rm.cy) <= params.core_check_tol_frac * rm.a
+            matches = abs(rm.a * ratio - bm.a) <= params.core_check_tol_frac * rm.a
+            # the glass/ferrule boundary is at least as continuous as the core edge; an epoxy ring or a
+            # texture fit around the true cladding is not
+            taken = (concentric and matches and rm.a > bm.a and r["support"] >= best["support"]
+                     and r["quality"] >= params.enclosing_min_quality_ratio * best["quality"])
+            if taken:
+                best = r
+        core_check = {"core_check": "outer boundary taken" if taken else "kept"}
     mdl: _Model = best["model"]
     delta, bdiag = _boundary_offset(img, mdl, rect_f, params, core_to_cladding_ratio)
     mdl = _Model(mdl.cx, mdl.cy, mdl.a + delta, mdl.b + delta, mdl.phi)
@@ -1503,6 +1576,7 @@ def localize_fiber(
         "radius_std_px": best["radius_std_px"],
         "usable_rect_xywh": (rect_f[2], rect_f[0], rect_f[3] - rect_f[2], rect_f[1] - rect_f[0]),
         "boundary_offset_px": delta,
+        **core_check,
         **bdiag,
         **core_diag,
     }
