@@ -163,18 +163,17 @@ def main(argv=None) -> int:
         gb, acc = fit_trees(X, y, n_estimators=args.n_estimators, max_depth=args.max_depth,
                             learning_rate=args.learning_rate)
         model = export_trees(gb, X)
+        summary = (f"{len(model['trees'])} trees ({args.n_estimators} stages x {len(model['classes'])} classes, "
+                   f"depth <= {args.max_depth})")
     else:
         model, acc = fit(X, y)
+        summary = None  # the logistic block is printed whole: it is pasted into the config
     model["trained_on"] = (f"{len(y)} matched detections from {args.n} generated images per seed, seeds "
                            f"{','.join(map(str, seeds))}, profile {args.profile}, {args.model}")
     print(f"samples {len(y)} per class {np.bincount(y, minlength=len(DEFECT_TYPES)).tolist()} "
           f"training accuracy {acc:.3f}")
     text = json.dumps(model)
-    if args.model == "trees":
-        print(f"{len(model['trees'])} trees ({args.n_estimators} stages x {len(model['classes'])} classes, "
-              f"depth <= {args.max_depth})")
-    else:
-        print(text)
+    print(summary or text)
     if args.out:
         Path(args.out).write_text(text)
     return 0

@@ -26,7 +26,7 @@ from dscope.jsonio import read_json_file
 from dscope.hardware.config import CameraConfig
 from dscope.inspection.calibration import CalibrationParams
 from dscope.inspection.detect import DetectionParams
-from dscope.inspection.classify import ClassificationParams, LogisticModel
+from dscope.inspection.classify import LOGISTIC_FEATURES, ClassificationParams, LogisticModel
 from dscope.inspection.trees import TreeEnsemble
 from dscope.inspection.tiers import FineTierParams
 from dscope.inspection.localize import LocalizationParams
@@ -238,9 +238,10 @@ def load_trees_model(name: str, source: str | None, key: str) -> TreeEnsemble:
     """Load and validate a boosted-trees file named in the config (``key`` names it in errors)."""
     p = Path(name).expanduser()
     if not p.is_absolute():
-        found = [d / name for d in models_dirs(source) if (d / name).is_file()]
+        dirs = models_dirs(source)
+        found = [d / name for d in dirs if (d / name).is_file()]
         if not found:
-            where = ", ".join(str(d) for d in models_dirs(source))
+            where = ", ".join(str(d) for d in dirs)
             raise ConfigError("config_invalid", f"{source}: {key}: model file {name!r} not found in {where}",
                               file=source or "")
         p = found[0]
@@ -249,10 +250,16 @@ def load_trees_model(name: str, source: str | None, key: str) -> TreeEnsemble:
     except OSError:
         st = None  # read_json_file below reports the missing or unreadable file
     try:
-        return _read_trees_file(str(p), st.st_mtime_ns if st else 0, st.st_size if st else -1)
+        model = _read_trees_file(str(p), st.st_mtime_ns if st else 0, st.st_size if st else -1)
     except ValidationError as exc:
         raise ConfigError("config_invalid", f"{source}: {key}: {_format_validation_error(exc, str(p))}",
                           file=source or "") from None
+    if list(model.features) != list(LOGISTIC_FEATURES):
+        # the classifier feeds the trees classify.feature_vector: a model trained on other inputs would
+        # silently read the wrong features
+        raise ConfigError("config_invalid", f"{source}: {key}: {p}: features must be {list(LOGISTIC_FEATURES)}",
+                          file=source or "")
+    return model
 
 
 @lru_cache(maxsize=8)

@@ -152,3 +152,16 @@ def test_models_beside_a_copied_config_are_found_first(tmp_path, config_data):
     assert cfg.classification.trees == load_config().classification.trees
     # the loaded model stays out of dumps (config show prints the file name, not thousands of nodes)
     assert "trees" not in cfg.classification.model_dump() and cfg.classification.model_dump()["trees_model"] == "mine.json"
+
+
+def test_a_trees_file_on_other_features_is_rejected(tmp_path, config_data):
+    # a valid ensemble, but over inputs the classifier does not feed it: it would read the wrong features
+    (tmp_path / "models").mkdir()
+    other = _model([_stump(0, 0, 0.0, 1.0, -1.0)], n_features=len(LOGISTIC_FEATURES), classes=DEFECT_TYPES)
+    (tmp_path / "models" / "other.json").write_text(json.dumps(other.model_dump()))
+    data = json.loads(json.dumps(config_data))
+    data["classification"]["trees_model"] = "other.json"
+    with pytest.raises(ConfigError) as ei:
+        parse_config(data, str(tmp_path / "cfg.json"))
+    assert ei.value.code == "config_invalid"
+    assert "classification.trees_model" in ei.value.message and "features must be" in ei.value.message

@@ -145,8 +145,9 @@ class ClassificationParams(StrictModel):
                                     "the shipped config folder); needed when classifier is 'trees'")
     trees: TreeEnsemble | None = Field(default=None, exclude=True, description="the loaded trees_model (set by "
                                        "dscope.config.load_config, not written in the file)")
-    logistic_shape_guard: bool = Field(default=False, description="a logistic class the defect's shape rules "
-                                       "out is replaced by the feature rules' class (see shape_allows): "
+    logistic_shape_guard: bool = Field(default=False, description="a trained classifier's class (logistic or "
+                                       "trees) the defect's shape rules out is replaced by the feature rules' "
+                                       "class (see shape_allows): "
                                        "scratch/crack need a line (elongation >= line_min_elongation, or a short "
                                        "straight piece: elongation >= guard_short_line_min_elongation and aspect "
                                        ">= line_min_aspect_ratio), a chip needs the cladding edge and elongation "
