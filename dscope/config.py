@@ -136,6 +136,16 @@ class PipelineConfig(StrictModel):
     roi_margin_px: int = Field(ge=0, le=512, description="pixels added around the outermost analysed zone")
 
 
+class GradingConfig(StrictModel):
+    """Decision rule of the pipeline's grading (the rule sets hold the limits)."""
+
+    guard_band_px: float = Field(
+        default=1.0, ge=0, le=10,
+        description="guarded acceptance: pixels added to every measured size before it is compared with the "
+        "rule set's bins (0 = sizes graded as measured)",
+    )
+
+
 class Config(StrictModel):
     """The whole configuration file."""
 
@@ -148,6 +158,7 @@ class Config(StrictModel):
     scale: ScaleConfig
     preprocess: PreprocessParams
     pipeline: PipelineConfig
+    grading: GradingConfig = Field(default_factory=GradingConfig)
     calibration: CalibrationParams
     classification: ClassificationParams
     profiles: dict[str, ProfileParams]

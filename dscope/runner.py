@@ -133,6 +133,7 @@ class RunSettings:
             zones=self.zones,
             roi_margin_px=cfg.pipeline.roi_margin_px,
             fine_tier=prof.fine_tier,
+            guard_band_px=cfg.grading.guard_band_px,
         )
 
     def with_output(self, **changes) -> "RunSettings":

@@ -128,3 +128,12 @@ def test_profile_logistic_model_overrides_the_shared_one(config, config_data):
     with pytest.raises(ConfigError) as exc:
         parse_config(config_data, "test.json")
     assert "profiles.fast_scan.logistic" in exc.value.message
+
+
+def test_grading_guard_band_defaults_and_is_validated(tmp_path, config_data):
+    config_data.pop("grading")
+    assert load_config(_write(tmp_path, config_data)).grading.guard_band_px == 1.0  # the documented default
+    config_data["grading"] = {"guard_band_px": -1}
+    with pytest.raises(ConfigError) as ei:
+        load_config(_write(tmp_path, config_data))
+    assert ei.value.code == "config_invalid" and "grading.guard_band_px" in ei.value.message

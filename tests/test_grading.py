@@ -370,3 +370,97 @@ def test_defects_outside_graded_zones_do_not_block_grading():
     unsized_contact = make_defect("u", "pit", "contact", ["contact"], None)
     assert grade([unsized_contact], rs, scale_known=True).status == "UNGRADED"
     assert grade([unsized_contact], rs, scale_known=True, analyzed_zones=["core"]).status == "PASS"
+
+
+# ---- guarded acceptance (guard_band_px) --------------------------------------------------------
+
+UM_PER_PX = 0.35  # a single-mode scope at ~2.9 px/um
+
+
+def _guard_edge_cases():
+    """(rule set, zone, class, bin index, limit edge) of every finite upper bin edge of every um rule set."""
+    cases = []
+    for name, rs in RULE_SETS.items():
+        if rs.units != "um":
+            continue
+        for zone in rs.zone_names:
+            for cls in RULE_CLASSES:
+                bins = rs.bins(zone, cls)
+                cases += [(name, zone, cls, i, bins[i].hi) for i in range(len(bins) - 1)]
+    return cases
+
+
+GUARD_CASES = _guard_edge_cases()
+
+
+@pytest.mark.parametrize("name,zone,cls,i,edge", GUARD_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-edge{c[3]}" for c in GUARD_CASES])
+def test_guard_band_moves_every_edge_down_by_one_pixel(name, zone, cls, i, edge):
+    """With a 1 px band a size counts in the upper bin from (edge - 1 px) on; without it, only from the edge."""
+    rs = RULE_SETS[name]
+    bins = rs.bins(zone, cls)
+    dtype = TYPES_OF_CLASS[cls][0]
+    step = 10.0 ** -rs.size_decimals
+    # just inside the guard band: graded as (edge + step) with the band -> the upper bin
+    size_in = round(edge - UM_PER_PX + 2 * step, rs.size_decimals)
+    # just below the guard band: graded as (edge - step) -> still the lower bin
+    size_out = round(edge - UM_PER_PX - step, rs.size_decimals)
+    if size_out < 0:
+        pytest.skip("edge closer to 0 than one pixel")
+    for size, want_guarded in ((size_in, i + 1), (size_out, i)):
+        d = make_defect("d", dtype, zone, [zone], size, size_px=size / UM_PER_PX)
+        plain = grade([d], rs, scale_known=True)
+        guarded = grade([d], rs, scale_known=True, guard_band_px=1.0)
+        # one defect: a violation exactly when its bin allows none
+        assert (plain.status == "FAIL") == (bins[i].max_count == 0)
+        assert (guarded.status == "FAIL") == (bins[want_guarded].max_count == 0)
+        assert guarded.guard_band_px == 1.0 and plain.guard_band_px == 0.0
+        for v in guarded.violations:
+            # the measured size is reported, and the band beside it
+            assert f"{dtype} {size:g} um" in v.message and "(+0.35 um guard band)" in v.message
+
+
+def test_guard_band_uses_each_defects_own_scale():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    coarse = make_defect("c", "pit", "cladding", ["cladding"], 4.9, size_px=4.9 / 0.35)  # 0.35 um/px
+    fine = make_defect("f", "pit", "cladding", ["cladding"], 4.9, size_px=4.9 / 0.05)  # 0.05 um/px
+    assert grade([coarse], rs, scale_known=True, guard_band_px=1.0).status == "FAIL"
+    assert grade([fine], rs, scale_known=True, guard_band_px=1.0).status == "PASS"
+    assert grade([fine], rs, scale_known=True, guard_band_px=3.0).status == "FAIL"  # 4.9 + 0.15
+
+
+def test_guard_band_on_count_limits():
+    """Five 1.8 um pits are 'no limit' as measured; with the band they are five of 2-5 um (allowed), six fail."""
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+
+    def pits(n):
+        return [make_defect(f"p{k}", "pit", "cladding", ["cladding"], 1.8, size_px=1.8 / UM_PER_PX) for k in range(n)]
+
+    assert grade(pits(6), rs, scale_known=True).status == "PASS"
+    assert grade(pits(5), rs, scale_known=True, guard_band_px=1.0).status == "PASS"
+    g = grade(pits(6), rs, scale_known=True, guard_band_px=1.0)
+    assert g.status == "FAIL" and len(g.violations) == 1
+    assert g.violations[0].message == ("6 defects of 2-5 um in cladding, 5 allowed "
+                                       "(sizes with the 1 px guard band)")
+    assert sorted(g.violations[0].defect_ids) == sorted(f"p{k}" for k in range(6))
+
+
+def test_guard_band_on_a_px_rule_set_is_in_pixels():
+    px_rs = _px_rule_set("iec61300-3-35-ed2-sm-pc", 2.0)  # 2 px per um: cladding defect limit 10 px
+    d = make_defect("p", "pit", "cladding", ["cladding"], None, size_px=9.5)
+    assert grade([d], px_rs, scale_known=False).status == "PASS"
+    g = grade([d], px_rs, scale_known=False, guard_band_px=1.0)
+    assert g.status == "FAIL" and "(+1 px guard band)" in g.violations[0].message
+
+
+def test_guard_band_without_a_pixel_size_grades_the_measured_size():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
+    d = make_defect("p", "pit", "cladding", ["cladding"], 4.9, size_px=0.0)  # no per-defect scale
+    assert grade([d], rs, scale_known=True, guard_band_px=1.0).status == "PASS"
+
+
+@pytest.mark.parametrize("bad", [-0.5, math.nan, math.inf])
+def test_guard_band_must_be_a_finite_non_negative_number(bad):
+    with pytest.raises(DScopeError) as ei:
+        grade([], RULE_SETS["iec61300-3-35-ed2-sm-pc"], scale_known=True, guard_band_px=bad)
+    assert ei.value.code == "bad_argument"

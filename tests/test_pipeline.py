@@ -139,3 +139,30 @@ def test_particle_across_the_contact_zone_edge_is_reported(profile):
             found += 1
             assert res.status == "FAIL"  # sm-pc: no defect >= 10 um in the contact zone
     assert found >= 2
+
+
+def test_guard_band_from_the_config_grades_near_limit_pits_as_over_it(config_data):
+    """The pipeline grades with the configuration's guard band: a pit measured a little under the 5 um
+    cladding limit passes with 0 px and fails with a band wider than the gap; the document says which."""
+    from dscope.config import parse_config
+
+    def settings(band_px):
+        config_data["grading"]["guard_band_px"] = band_px
+        return RunSettings.create(parse_config(config_data), fiber_type="sm-pc")
+
+    img, _ = render(SynthSpec(width=W, height=H, seed=4, um_per_px=0.35, noise_sigma=2.0, defects=[
+        DefectSpec("pit", radius_um=45.0, size_um=4.2, contrast=30.0, polarity="dark")]))
+    plain = inspect_array(img, settings(0.0), image_info={})
+    validate_document(plain)
+    pits = [d for d in plain["defects"] if d["zone"] == "cladding" and d["type"] in ("pit", "chip", "contamination")]
+    assert len(pits) == 1
+    size_um, size_px = pits[0]["diameter_um"], pits[0]["diameter_px"]
+    assert 2.0 <= size_um < 5.0 and plain["status"] == "PASS" and plain["guard_band_px"] == 0.0
+    gap_px = (5.0 - size_um) / (size_um / size_px)  # how many of this image's pixels the pit is under the limit
+    under = inspect_array(img, settings(max(gap_px - 0.5, 0.0)), image_info={})
+    over = inspect_array(img, settings(gap_px + 0.5), image_info={})
+    validate_document(over)
+    assert under["status"] == "PASS"
+    assert over["status"] == "FAIL" and over["guard_band_px"] == pytest.approx(gap_px + 0.5)
+    msg = over["violations"][0]["message"]
+    assert msg.startswith(f"{pits[0]['type']} {round(size_um, 2):g} um diameter (+") and "guard band) > 5 um limit in cladding" in msg

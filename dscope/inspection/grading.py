@@ -19,6 +19,13 @@ scale is known): no image, no I/O.  The rules it applies:
 * **Limits**: in each zone, class and bin, ``max_count == 0`` gives one
   violation per defect in the bin; ``max_count == n`` gives one violation when
   more than ``n`` defects fall in the bin; ``None`` never fails.
+* **Guard band** (decision rule, ISO 14253-1 "guarded acceptance"):
+  ``guard_band_px`` pixels, converted with each defect's own micrometres per
+  pixel, are added to its size before binning, so a defect measured just under
+  a limit, within the measurement's pixel resolution, is graded as over it.
+  ``0`` (the default of this function, used for ground truth) is simple
+  acceptance; the pipeline takes the configuration's ``grading.guard_band_px``.
+  Messages give the measured size and the guard band.
 * **UNGRADED**: a rule set in ``um`` without a micrometre scale; a defect in
   a graded zone whose size is missing, negative or not finite, or whose type
   is unknown; no zone left to grade.  Never PASS on missing information.
@@ -70,6 +77,18 @@ def _size(defect: Defect, rule_set: RuleSet) -> float | None:
     return round(raw, rule_set.size_decimals)
 
 
+def _guard(defect: Defect, rule_set: RuleSet, guard_band_px: float) -> float:
+    """The guard band in the rule set's units for this defect (its own um per px: anisotropic scales)."""
+    if guard_band_px <= 0:
+        return 0.0
+    if rule_set.units == "px":
+        return guard_band_px
+    um, px = defect.iec_size_um, defect.iec_size_px
+    if um is None or not px or not math.isfinite(float(um)) or not math.isfinite(float(px)) or float(px) <= 0:
+        return 0.0  # no per-defect scale (a zero-size defect): the measured size alone
+    return guard_band_px * float(um) / float(px)
+
+
 def _bin_of(bins: Sequence[Bin], size: float) -> int | None:
     for i, b in enumerate(bins):
         if b.contains(size):
@@ -77,8 +96,10 @@ def _bin_of(bins: Sequence[Bin], size: float) -> int | None:
     return None  # a gap (only possible with allow_bin_gaps): not limited
 
 
-def _single_message(defect: Defect, size: float, b: Bin, cls: str, zone: str, unit: str) -> str:
+def _single_message(defect: Defect, size: float, b: Bin, cls: str, zone: str, unit: str, guard: float = 0.0) -> str:
     s = f"{defect.type} {fmt_number(size)} {unit} {_MEASURE[cls]}"
+    if guard > 0:
+        s += f" (+{fmt_number(guard)} {unit} guard band)"
     starts_at_zero = b.lo == 0 and b.min_inclusive
     if b.max is None and not starts_at_zero:
         op = ">=" if b.min_inclusive else ">"
@@ -94,6 +115,7 @@ def grade(
     *,
     scale_known: bool,
     analyzed_zones: Collection[str] | None = None,
+    guard_band_px: float = 0.0,
 ) -> Grade:
     """Grade measured defects against a rule set.
 
@@ -111,6 +133,10 @@ def grade(
         Zones the analysis was restricted to (default: all zones of the rule
         set).  Only these are graded and ``Grade.reason`` names the zones
         that were not, so a partial analysis never passes silently.
+    guard_band_px : float, optional
+        Guarded acceptance: this many pixels (converted with each defect's own
+        um per px) are added to every size before it is binned; 0 (default)
+        grades the sizes as measured.
 
     Returns
     -------
@@ -133,7 +159,14 @@ def grade(
     ('FAIL', 'scratch 4.2 um wide > 3 um limit in cladding')
     >>> grade([], rs, scale_known=False).status
     'UNGRADED'
+    >>> pit = make_defect("p1", "pit", "cladding", ["cladding"], 4.9, size_px=14.0)  # 0.35 um/px
+    >>> grade([pit], rs, scale_known=True).status
+    'PASS'
+    >>> grade([pit], rs, scale_known=True, guard_band_px=1.0).violations[0].message
+    'pit 4.9 um diameter (+0.35 um guard band) > 5 um limit in cladding'
     """
+    if not (math.isfinite(guard_band_px) and guard_band_px >= 0):
+        raise DScopeError("bad_argument", f"guard_band_px must be a finite number >= 0, got {guard_band_px!r}")
     unit = rule_set.units
     if unit == "um" and not scale_known:
         return Grade(
@@ -161,8 +194,8 @@ def grade(
     if not graded:
         return Grade(status="UNGRADED", reason=f"no zone of rule set {rule_set.name!r} was analyzed")
 
-    # (zone, class) -> list of (defect, rounded size)
-    buckets: dict[tuple[str, str], list[tuple[Defect, float]]] = {}
+    # (zone, class) -> list of (defect, rounded measured size, guard band)
+    buckets: dict[tuple[str, str], list[tuple[Defect, float, float]]] = {}
     graded_set = set(graded)
     for d in defects:
         counted_in = [z for z in defect_zones(d, rule_set) if z in graded_set]
@@ -175,8 +208,9 @@ def grade(
         if size is None:
             raw = d.iec_size_um if unit == "um" else d.iec_size_px
             return Grade(status="UNGRADED", reason=f"defect {d.id}: no valid size in {unit} (got {raw!r})")
+        guard = round(_guard(d, rule_set, guard_band_px), rule_set.size_decimals)
         for z in counted_in:
-            buckets.setdefault((z, cls), []).append((d, size))
+            buckets.setdefault((z, cls), []).append((d, size, guard))
 
     violations: list[Violation] = []
     for z in graded:
@@ -185,25 +219,29 @@ def grade(
             if not members:
                 continue
             bins = rule_set.bins(z, cls)
-            per_bin: dict[int, list[tuple[Defect, float]]] = {}
-            for d, size in members:
-                i = _bin_of(bins, size)
+            per_bin: dict[int, list[tuple[Defect, float, float]]] = {}
+            for d, size, guard in members:
+                i = _bin_of(bins, round(size + guard, rule_set.size_decimals))
                 if i is not None:
-                    per_bin.setdefault(i, []).append((d, size))
+                    per_bin.setdefault(i, []).append((d, size, guard))
             for i, b in enumerate(bins):
                 inside = per_bin.get(i, [])
                 if b.max_count is None or len(inside) <= b.max_count:
                     continue
                 rule = f"{z}.{cls}{b.label()}"
                 if b.max_count == 0:
-                    for d, size in inside:
+                    for d, size, guard in inside:
                         violations.append(
-                            Violation(zone=z, rule=rule, message=_single_message(d, size, b, cls, z, unit), defect_ids=[d.id])
+                            Violation(zone=z, rule=rule, message=_single_message(d, size, b, cls, z, unit, guard),
+                                      defect_ids=[d.id])
                         )
                 else:
                     msg = f"{len(inside)} {_PLURAL[cls]} {b.describe(unit)} in {z}, {b.max_count} allowed"
-                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[d.id for d, _ in inside]))
-    return Grade(status="FAIL" if violations else "PASS", violations=violations, reason=partial_note)
+                    if any(g > 0 for _, _, g in inside):
+                        msg += f" (sizes with the {fmt_number(guard_band_px)} px guard band)"
+                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[d.id for d, _, _ in inside]))
+    return Grade(status="FAIL" if violations else "PASS", violations=violations, reason=partial_note,
+                 guard_band_px=float(guard_band_px))
 
 
 def failure_reasons(result: Grade) -> str:

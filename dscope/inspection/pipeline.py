@@ -49,6 +49,7 @@ class PipelineParams:
     zones: Sequence[str] | None = None
     roi_margin_px: int = 0
     fine_tier: FineTierParams | None = None
+    guard_band_px: float = 0.0
 
 
 class _Clock:
@@ -145,7 +146,8 @@ def inspect_image(gray: np.ndarray, params: PipelineParams) -> InspectionResult:
     defects = characterize_tiers(gray, passes, geometry, scale, px_per_um, params.classification)
     clock.lap("classify")
 
-    g = grade(defects, params.rule_set, scale_known=scale.known, analyzed_zones=params.zones)
+    g = grade(defects, params.rule_set, scale_known=scale.known, analyzed_zones=params.zones,
+              guard_band_px=params.guard_band_px)
     clock.lap("grade")
 
     timings = dict(clock.timings)

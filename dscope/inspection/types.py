@@ -263,6 +263,7 @@ class Grade:
     status: str  # PASS | FAIL | UNGRADED
     violations: list[Violation] = field(default_factory=list)
     reason: str | None = None
+    guard_band_px: float = 0.0  # decision rule applied (0 = sizes graded as measured)
 
 
 @dataclass

@@ -184,6 +184,7 @@ def build_document(result: InspectionResult, image_info: dict, contour_max_point
                 for v in (grade.violations if grade else [])
             ],
             "grade_reason": grade.reason if grade else None,
+            "guard_band_px": grade.guard_band_px if grade and grade.status in ("PASS", "FAIL") else None,
             "counts": _counts(defects),
             "illumination": result.illumination,
             "timings_s": {k: _r(v, 4) for k, v in result.timings_s.items()},
@@ -217,6 +218,7 @@ def error_document(exc: DScopeError, settings, image_info: dict, timings_s: dict
             "defects": [],
             "violations": [],
             "grade_reason": None,
+            "guard_band_px": None,
             "counts": _counts([]),
             "illumination": {},
             "timings_s": t,
