@@ -225,6 +225,29 @@ def test_weak_pit_is_not_merged_into_a_strong_neighbour():
     assert labs[0] != labs[1], "pit and chip are separate candidates"
 
 
+def test_noise_specks_do_not_join_a_strong_pit():
+    """A strong pit's halo lets noise specks pass the local half-maximum; without their own evidence
+    (piece_min_z) they would join it and inflate its enclosing circle."""
+    def blob_extent_px(img, t, geo, params):
+        det, _ = run(img, t, geo, params, names=("core", "cladding"))
+        assert len(det.candidates) == 1
+        ys, xs = np.nonzero(det.labels == det.candidates[0].label)
+        return max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+
+    assert DEEP.piece_min_z > 0
+    inflated = 0
+    for seed in (4, 5, 6):
+        img, t = render(SynthSpec(width=800, height=600, seed=seed, um_per_px=0.35, noise_sigma=2.0, defects=[
+            DefectSpec("pit", radius_um=45.0, size_um=4.2, contrast=90.0, polarity="dark")]))
+        geo = truth_geometry(t)
+        truth_px = t.defects[0].diameter_px
+        with_rule = blob_extent_px(img, t, geo, DEEP)
+        assert abs(with_rule - truth_px) <= 0.15 * truth_px + 1, seed
+        without = blob_extent_px(img, t, geo, DEEP.model_copy(update={"piece_min_z": 0.0}))
+        inflated += without > 1.5 * truth_px
+    assert inflated >= 1  # the rule is what keeps the specks out
+
+
 def test_large_soft_low_contrast_contamination_is_not_fragmented():
     # a wide, soft, low-contrast blob (cnr ~3): its pieces are joined through the blob method's support
     img, t, geo = scene([DefectSpec("contamination", zone="cladding", radius_um=30, size_um=50, contrast=9)],

@@ -145,6 +145,10 @@ class DetectionParams(StrictModel):
                                   "peak within this radius (analysis px) instead of the whole region's (0)")
     split_gap_px: int = Field(default=2, ge=0, le=20, description="pieces of a segmented region further apart "
                               "than this (analysis px) become separate defects (0 = never split)")
+    piece_min_z: float = Field(default=0.0, ge=0, description="a connected piece of a refined region is kept "
+                               "only if its own peak residual z reaches this ... (0 = off)")
+    piece_min_rel_z: float = Field(default=0.0, ge=0, le=1, description="... or this fraction of its region's "
+                                   "peak z (pieces of one faint defect are alike; specks beside a strong one are not)")
     merge_blob_z: float = Field(default=0.0, ge=0, description="pieces of the same polarity joined by the "
                                 "blob method's support (|local-mean z| >= this, same sign) are one defect: a soft "
                                 "low-contrast region or a ring of dirt is not split into fragments (0 = off; needs "
@@ -637,6 +641,21 @@ def detect(
             kl = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * params.segment_local_px + 1,) * 2)
             ref_peak = np.minimum(ref_peak, cv2.dilate(np.where(lab > 0, signed, 0).astype(np.float32), kl))
         refined = keep[lab] & (signed >= params.segment_fraction * ref_peak) & (zsigned >= params.segment_min_z)
+        if params.piece_min_z > 0 and refined.any():
+            # every connected piece of the refined mask needs evidence of its own: noise specks in the
+            # halo of a strong defect pass the local half-maximum and would join it (and inflate its
+            # enclosing circle), but their own residual peak is low, absolutely and against the region's
+            nc, cl = cv2.connectedComponents(refined.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+            if nc > 2:
+                fgc = cl > 0
+                cl_fg = cl[fgc]
+                region_z = _label_max(zsigned[fg], lab_fg, n)
+                cz = _label_max(zsigned[fgc], cl_fg, nc)
+                creg = _label_max(region_z[lab[fgc]], cl_fg, nc)
+                weak = (cz < np.float32(params.piece_min_z)) & (cz < np.float32(params.piece_min_rel_z) * creg)
+                weak[0] = False
+                if weak.any():
+                    refined &= ~weak[cl]
         lab_r = np.where(refined, lab, 0)
         # a small dark/bright spot exactly at the centre is the graded-index dot (normal); judged on the
         # whole region, before it is split into pieces
