@@ -243,3 +243,23 @@ def test_logistic_shape_guard_overrides_impossible_classes_only():
     assert classes[False] == {"pit": "crack", "scratch": "crack"}  # the model alone
     assert classes[True]["pit"] in ("pit", "contamination")  # a compact spot cannot be a crack
     assert classes[True]["scratch"] == "crack"  # a line keeps the model's class
+
+
+def test_line_width_is_never_negative_on_a_regression_frame():
+    """Grading benchmark seed 31, image 165 (lc-1000): the cross-section integral of a faint line came out
+    negative and the crack was reported -25 um wide (the image then graded UNGRADED).  A width must be a
+    positive, finite size; without a usable cross-section the bounding rectangle's width stands."""
+    from dscope.runner import RunSettings, inspect_array
+    from dscope.synth import scenario_specs
+
+    scenarios = ["mixed", "mixed", "mixed", "clean"]  # benchmarks/bench_grading.py's default stream
+    streams = {s: scenario_specs(31, 300, s, width=1024, height=768) for s in set(scenarios)}
+    for i in range(166):
+        spec = next(streams[scenarios[i % 4]])
+    img, _ = render(spec)
+    doc = inspect_array(img, RunSettings.create(fiber_type=spec.fiber_type), image_info={})
+    assert doc["defects"], "the faint line is still detected"
+    for d in doc["defects"]:
+        for key in ("width_um", "diameter_um", "length_um", "width_px", "diameter_px"):
+            assert d[key] is not None and d[key] > 0, (key, d[key])
+    assert doc["status"] in ("PASS", "FAIL")

@@ -541,6 +541,10 @@ def characterize(
         # ridge depth: the upper part of the mask's values (the skeleton can sit a pixel off the ridge)
         depth = float(np.percentile(inside, params.depth_percentile)) if inside.size else contrast
         width_prof = integral / max(depth * skel_len_ext, 1e-6) if depth > 0 else rect_wid
+        if not (math.isfinite(width_prof) and width_prof > 0):
+            # a net integral of the wrong sign (a faint line beside a strong opposite-polarity neighbour
+            # or background step in the ring): no cross-section estimate, the rectangle's width stands
+            width_prof = rect_wid
         # edge sharpness: boundary gradient per unit contrast
         sm = cv2.GaussianBlur(res, (0, 0), params.sharpness_smooth_sigma_px)
         gxm = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3) / 8.0
