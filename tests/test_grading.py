@@ -213,9 +213,10 @@ def test_pixel_only_path_is_ungraded(name):
     rs = RULE_SETS[name]
     zone = rs.zone_names[0]
     for defects in ([], [make_defect("c", "crack", zone, [zone], None, size_px=9.0)]):
-        g = grade(defects, rs, scale_known=False)
+        g = grade(defects, rs, scale_known=False, guard_band_px=1.0)
         assert g.status == "UNGRADED"
         assert g.violations == []
+        assert g.guard_band_px is None  # no decision rule was applied
         assert "scale" in g.reason and rs.name in g.reason
 
 

@@ -263,7 +263,7 @@ class Grade:
     status: str  # PASS | FAIL | UNGRADED
     violations: list[Violation] = field(default_factory=list)
     reason: str | None = None
-    guard_band_px: float = 0.0  # decision rule applied (0 = sizes graded as measured)
+    guard_band_px: float | None = None  # decision rule applied (0 = sizes as measured); None = not graded
 
 
 @dataclass

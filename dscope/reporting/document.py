@@ -184,7 +184,7 @@ def build_document(result: InspectionResult, image_info: dict, contour_max_point
                 for v in (grade.violations if grade else [])
             ],
             "grade_reason": grade.reason if grade else None,
-            "guard_band_px": grade.guard_band_px if grade and grade.status in ("PASS", "FAIL") else None,
+            "guard_band_px": grade.guard_band_px if grade else None,
             "counts": _counts(defects),
             "illumination": result.illumination,
             "timings_s": {k: _r(v, 4) for k, v in result.timings_s.items()},
