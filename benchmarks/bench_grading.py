@@ -66,6 +66,16 @@ def truth_verdict(truth, rule_set: RuleSet, *, detectable_only: bool = True):
     return g.status, g
 
 
+def failing_defects_max_cnr(truth, g) -> float | None:
+    """Contrast-to-noise ratio of the most visible truth defect named by a violation (None without one):
+    how hard the easiest defect that fails the image is to see."""
+    if g is None or not g.violations:
+        return None
+    ids = {i for v in g.violations for i in v.defect_ids}
+    cnrs = [float(t.cnr) for t in truth.defects if f"t{t.id}" in ids]
+    return max(cnrs) if cnrs else None
+
+
 def fiber_type_rule_sets() -> dict[str, str]:
     """fiber type -> rule-set name, from config/config.json (raw, so a half-edited config elsewhere does not matter)."""
     from dscope.config import default_config_path
@@ -145,6 +155,7 @@ def main(argv=None) -> int:
             "truth_violations": [v.message for v in tg.violations] if tg else [],
             "truth_rule_classes": sorted({v.rule.split(".")[1].split("[")[0].split("(")[0] for v in tg.violations})
             if tg else [],
+            "truth_fail_max_cnr": failing_defects_max_cnr(truth, tg),
         }
         if pipeline is not None:
             t0 = time.perf_counter()
@@ -188,6 +199,11 @@ def main(argv=None) -> int:
             "pipeline_s_per_image": t_pipe / n,
             "pipeline_errors": dict(Counter(r.get("pipeline_error") for r in rows if r.get("pipeline_error"))),
             "false_pass_by_fiber_type": dict(Counter(r["fiber_type"] for r in truth_fail if r["pipeline"] == "PASS")),
+            # how visible the failing defects of the false passes are (diagnostic): the largest CNR among
+            # the truth defects that fail each such image
+            "false_pass_failing_max_cnr": sorted(
+                round(r["truth_fail_max_cnr"], 2) for r in truth_fail
+                if r["pipeline"] == "PASS" and r["truth_fail_max_cnr"] is not None),
             "false_pass_truth_rule_classes": dict(Counter(
                 cls for r in truth_fail if r["pipeline"] == "PASS" for cls in r["truth_rule_classes"])),
             "disagreements_by_fiber_type": dict(Counter(r["fiber_type"] for r in rows if r["pipeline"] != r["truth"])),
@@ -216,7 +232,8 @@ def main(argv=None) -> int:
                                                      for p in STATUSES))
         print(f"pipeline: {summary['pipeline_s_per_image']:.3f} s/image; errors: {summary['pipeline_errors']}")
         print(f"false passes by fiber type: {summary['false_pass_by_fiber_type']}; "
-              f"by broken truth rule class: {summary['false_pass_truth_rule_classes']}")
+              f"by broken truth rule class: {summary['false_pass_truth_rule_classes']}; CNR of the most visible "
+              f"failing defect: {summary['false_pass_failing_max_cnr']}")
         print(f"disagreements by fiber type: {summary['disagreements_by_fiber_type']}")
         print(f"false FAILs: {summary['false_fail']} (of which {summary['false_fail_also_fail_with_undetectable']} "
               "would be FAIL in the truth too if its undetectable defects counted); ERROR on images with a fiber: "

@@ -353,6 +353,9 @@ def test_truth_verdict_from_synthetic_ground_truth():
     assert status == "FAIL"
     assert "core" in {v.zone for v in g.violations}
     assert all(v.defect_ids == [f"t{truth.defects[0].id}"] for v in g.violations)
+    # the visibility diagnostic of a failing image is the CNR of the defect that fails it
+    assert bench.failing_defects_max_cnr(truth, g) == pytest.approx(truth.defects[0].cnr)
+    assert bench.failing_defects_max_cnr(truth, grade([], rs, scale_known=True)) is None
     # undetectable defects are left out of the truth verdict
     faint = synth.DefectSpec(type="pit", zone="core", size_um=6.0, contrast=0.5)
     img, truth = synth.render(synth.SynthSpec(**base, defects=[faint]))
