@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     if pipeline is not None and n:
         agree = sum(r["pipeline"] == r["truth"] for r in rows)
         truth_fail = [r for r in rows if r["truth"] == "FAIL"]
-        false_pass = sum(r["pipeline"] == "PASS" for r in truth_fail)
+        false_passes = [r for r in truth_fail if r["pipeline"] == "PASS"]
         confusion = {t: {p: 0 for p in STATUSES} for t in STATUSES}
         for r in rows:
             confusion[r["truth"]][r["pipeline"]] += 1
@@ -194,18 +194,17 @@ def main(argv=None) -> int:
             "agreement": agree / n,
             "agreement_undetectable_optional": agree_opt / n,
             "truth_fail_images": len(truth_fail),
-            "false_pass_share_of_truth_fail": (false_pass / len(truth_fail)) if truth_fail else None,
+            "false_pass_share_of_truth_fail": (len(false_passes) / len(truth_fail)) if truth_fail else None,
             "confusion_truth_rows_pipeline_cols": confusion,
             "pipeline_s_per_image": t_pipe / n,
             "pipeline_errors": dict(Counter(r.get("pipeline_error") for r in rows if r.get("pipeline_error"))),
-            "false_pass_by_fiber_type": dict(Counter(r["fiber_type"] for r in truth_fail if r["pipeline"] == "PASS")),
+            "false_pass_by_fiber_type": dict(Counter(r["fiber_type"] for r in false_passes)),
             # how visible the failing defects of the false passes are (diagnostic): the largest CNR among
             # the truth defects that fail each such image
             "false_pass_failing_max_cnr": sorted(
-                round(r["truth_fail_max_cnr"], 2) for r in truth_fail
-                if r["pipeline"] == "PASS" and r["truth_fail_max_cnr"] is not None),
+                round(r["truth_fail_max_cnr"], 2) for r in false_passes if r["truth_fail_max_cnr"] is not None),
             "false_pass_truth_rule_classes": dict(Counter(
-                cls for r in truth_fail if r["pipeline"] == "PASS" for cls in r["truth_rule_classes"])),
+                cls for r in false_passes for cls in r["truth_rule_classes"])),
             "disagreements_by_fiber_type": dict(Counter(r["fiber_type"] for r in rows if r["pipeline"] != r["truth"])),
             # diagnostics of the disagreements (the headline figures above are unchanged by them)
             "false_fail": sum(r["truth"] == "PASS" and r["pipeline"] == "FAIL" for r in rows),
