@@ -468,3 +468,42 @@ def test_guard_band_must_be_a_finite_non_negative_number(bad):
     with pytest.raises(DScopeError) as ei:
         grade([], RULE_SETS["iec61300-3-35-ed2-sm-pc"], scale_known=True, guard_band_px=bad)
     assert ei.value.code == "bad_argument"
+
+
+def _bench_row(seed_set, truth, pipeline, *, truth_all=None, fiber_type="sm-pc", cnr=None, classes=()):
+    return {"seed_set": seed_set, "fiber_type": fiber_type, "truth": truth, "pipeline": pipeline,
+            "truth_all_defects": truth_all or truth, "zones_agree": True, "truth_fail_max_cnr": cnr,
+            "truth_rule_classes": list(classes)}
+
+
+def test_bench_summary_pools_seeds_by_image_not_by_seed_share():
+    bench = _bench_module()
+    seed_a = [_bench_row(7, "FAIL", "PASS", cnr=2.5, classes=["defect"]), _bench_row(7, "FAIL", "FAIL"),
+              _bench_row(7, "PASS", "PASS"), _bench_row(7, "PASS", "FAIL", truth_all="FAIL")]
+    seed_b = [_bench_row(11, "FAIL", "FAIL") for _ in range(3)] + [_bench_row(11, "ERROR", "ERROR")]
+    a, b = bench.summarize(seed_a), bench.summarize(seed_b)
+    pooled = bench.summarize(seed_a + seed_b)
+    assert (a["false_passes"], a["truth_fail_images"], a["false_pass_share_of_truth_fail"]) == (1, 2, 0.5)
+    assert b["false_pass_share_of_truth_fail"] == 0.0
+    # pooled over images: 1 of 5 truth-FAIL images (0.2), not the mean of the seeds' shares (0.25)
+    assert (pooled["false_passes"], pooled["truth_fail_images"]) == (1, 5)
+    assert pooled["false_pass_share_of_truth_fail"] == pytest.approx(0.2)
+    assert pooled["agreement"] == pytest.approx(6 / 8)
+    # the false FAIL is real in the full truth (an undetectable defect): the optional agreement accepts it
+    assert pooled["agreement_undetectable_optional"] == pytest.approx(7 / 8)
+    assert pooled["false_fail"] == 1 and pooled["false_fail_also_fail_with_undetectable"] == 1
+    assert pooled["confusion_truth_rows_pipeline_cols"]["FAIL"]["PASS"] == 1
+    assert pooled["false_pass_failing_max_cnr"] == [2.5]
+    assert pooled["false_pass_truth_rule_classes"] == {"defect": 1}
+    # truth-only rows (no pipeline verdict) give the truth side only
+    truth_only = bench.summarize([{k: v for k, v in r.items() if k != "pipeline"} for r in seed_a])
+    assert "agreement" not in truth_only and truth_only["truth_counts"] == {"FAIL": 2, "PASS": 2}
+
+
+def test_bench_seed_list_is_validated():
+    bench = _bench_module()
+    assert bench._parse_args(["--seeds", "7, 11,23"]).seed_list == [7, 11, 23]
+    assert bench._parse_args(["--seed", "5"]).seed_list == [5]
+    for bad in (["--seeds", "7,x"], ["--seeds", ","], ["--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            bench._parse_args(bad)
