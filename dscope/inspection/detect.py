@@ -156,6 +156,35 @@ class DetectionParams(StrictModel):
     merge_min_blob_strength: float = Field(default=0.0, ge=0, le=1, description="only pieces whose mean blob "
                                            "strength reaches this are merged (thin lines, weak in the blob "
                                            "path, keep their own pieces)")
+    ring_z: float = Field(default=0.0, ge=0, description="ring completion: a kept piece is joined with the "
+                          "other pieces of a ring of dirt through it, found on the residual smoothed by "
+                          "ring_smooth_um at |z| >= this, same sign (0 = off)")
+    ring_smooth_um: float = Field(default=1.5, ge=0, description="Gaussian smoothing of the ring evidence")
+    ring_min_diameter_um: float = Field(default=20.0, gt=0, description="smallest ring completed")
+    ring_max_diameter_um: float = Field(default=80.0, gt=0, description="largest ring completed")
+    ring_min_radius_px: float = Field(default=12.0, gt=0, description="and at least this radius in analysis px "
+                                      "(a smaller circle is a blob's outline, not a ring found in pieces)")
+    ring_min_piece_width_um: float = Field(default=3.0, gt=0, description="pieces narrower than this (scratches, "
+                                           "cracks) neither seed nor join a ring, and their pixels are no evidence")
+    ring_tol_um: float = Field(default=2.0, gt=0, description="half-width of the ring line around the circle")
+    ring_tol_min_px: float = Field(default=1.5, gt=0, description="lower clamp of the ring tolerance (analysis px)")
+    ring_min_coverage: float = Field(default=0.6, gt=0, le=1, description="share of the circle the evidence "
+                                     "must cover")
+    ring_max_background: float = Field(default=0.1, ge=0, le=1, description="largest share of evidence off "
+                                       "the ring in its window (chance coverage of a textured background)")
+    ring_concentric_frac: float = Field(default=0.25, ge=0, description="a ring centred within this fraction "
+                                        "of its radius of the fiber centre is a zone boundary, not dirt")
+    ring_min_other: float = Field(default=0.3, ge=0, le=1, description="coverage of the circle by evidence "
+                                  "away from the seed (a compact spot covers any small circle around itself)")
+    ring_max_interior: float = Field(default=0.3, ge=0, le=1, description="largest share of evidence inside "
+                                     "the circle (a ring is an outline, not a filled blob)")
+    ring_min_along: float = Field(default=0.33, ge=0, le=1, description="an evidence piece is an arc of the "
+                                  "ring when this share of it lies along the circle; the arcs alone (and the seed) "
+                                  "must cover ring_min_coverage of it (blobs a circle merely passes through, "
+                                  "texture or the boundary's residual, do not count)")
+    ring_hypotheses: int = Field(default=300, ge=10, le=5000, description="RANSAC circles per seed")
+    ring_samples: int = Field(default=72, ge=12, le=720, description="points sampled along each circle")
+    ring_max_seeds: int = Field(default=12, ge=0, description="pieces tried as ring seeds (most confident first)")
     min_area_um2: float = Field(ge=0, description="smallest defect kept")
     min_area_px: int = Field(ge=1, description="and at least this many analysis pixels")
     baseline: BaselineParams
@@ -356,6 +385,96 @@ def _merge_by_support(
     new_keep = np.zeros(m, bool)
     np.logical_or.at(new_keep, pn, keep[po])
     return new_lab, m, new_pol, new_dot, new_keep
+
+
+def _complete_rings(
+    lab: np.ndarray, n: int, pol: np.ndarray, eligible: np.ndarray, conf: np.ndarray, z_ring: np.ndarray,
+    valid: np.ndarray, r_map: np.ndarray, params: DetectionParams, ppu: float,
+) -> np.ndarray:
+    """Join the pieces of rings of dirt: each eligible piece seeds a search for a circle through it.
+
+    A dried residue ring is often found as a few arcs, each under the size limits.  The evidence is
+    ``z_ring`` at ``ring_z`` of the piece's sign within ``valid`` (plus the eligible pieces of that
+    sign).  The best circle through the seed (:func:`dscope.inspection.methods.ring_circle`, radius
+    within the ring range, not covered by the seed alone, clear inside) counts when the evidence
+    covers ``ring_min_coverage`` of its length, and still does when only the arcs count (evidence
+    pieces with ``ring_min_along`` of their pixels on the ring: blobs a circle merely crosses do
+    not), when the evidence off the ring stays under ``ring_max_background`` and when it is not
+    concentric with the fiber.  The seed, the arcs' pixels on the ring and every eligible piece of
+    that sign lying mostly on it become one defect.  Returns the relabelled map (the label count is
+    unchanged; absorbed labels become empty).
+    """
+    fr = lab > 0
+    if not fr.any():
+        return lab
+    ly, lx = np.nonzero(fr)
+    ll = lab[ly, lx]
+    y0 = np.full(n, lab.shape[0], np.int64)
+    x0 = np.full(n, lab.shape[1], np.int64)
+    y1 = np.full(n, -1, np.int64)
+    x1 = np.full(n, -1, np.int64)
+    np.minimum.at(y0, ll, ly)
+    np.minimum.at(x0, ll, lx)
+    np.maximum.at(y1, ll, ly)
+    np.maximum.at(x1, ll, lx)
+    peak = _label_max(conf[fr], ll, n)
+    order = [int(i) for i in np.argsort(-peak) if i > 0 and eligible[i] and y1[i] >= 0][: params.ring_max_seeds]
+    r_min = max(0.5 * params.ring_min_diameter_um * ppu, params.ring_min_radius_px)
+    r_max = 0.5 * params.ring_max_diameter_um * ppu
+    tol = max(params.ring_tol_um * ppu, params.ring_tol_min_px)
+    reach = int(math.ceil(2 * r_max + tol))
+    hs, ws = lab.shape
+    kt = 2 * int(math.ceil(tol)) + 1
+    rng = np.random.default_rng(0)
+    out = lab.copy()
+    gone = np.zeros(n, bool)
+    for i in order:
+        if gone[i]:
+            continue
+        sign = np.float32(pol[i])
+        wy0, wy1 = max(int(y0[i]) - reach, 0), min(int(y1[i]) + reach + 1, hs)
+        wx0, wx1 = max(int(x0[i]) - reach, 0), min(int(x1[i]) + reach + 1, ws)
+        lw = out[wy0:wy1, wx0:wx1]
+        same = (lw > 0) & (pol[lw] == sign) & eligible[lw]
+        seed = lw == i
+        sup = ((z_ring[wy0:wy1, wx0:wx1] * sign >= np.float32(params.ring_z)) & valid[wy0:wy1, wx0:wx1]) | same
+        found = M.ring_circle(sup, seed, r_min, r_max, tol, params.ring_hypotheses, params.ring_samples, rng,
+                              min_other=params.ring_min_other, max_interior=params.ring_max_interior)
+        if found is None:
+            continue
+        cx, cy, r, cover, bgd = found
+        if cover < params.ring_min_coverage or bgd > params.ring_max_background:
+            continue
+        icx, icy = int(round(cx)) + wx0, int(round(cy)) + wy0
+        if 0 <= icx < ws and 0 <= icy < hs and r_map[icy, icx] < params.ring_concentric_frac * r:
+            continue  # centred on the fiber: a core or zone boundary left in the residual
+        dy = np.arange(wy1 - wy0, dtype=np.float32)[:, None] - np.float32(cy)
+        dx = np.arange(wx1 - wx0, dtype=np.float32)[None, :] - np.float32(cx)
+        on = np.abs(np.sqrt(dx * dx + dy * dy) - np.float32(r)) <= np.float32(tol)
+        # the evidence crossed by the circle must lie along it: pieces of a ring are arcs of it,
+        # blobs that a circle merely passes through (texture, the boundary's residual) are not
+        nc, comp = cv2.connectedComponents(sup.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        share = np.bincount(comp[on], minlength=nc) / np.maximum(np.bincount(comp.ravel(), minlength=nc), 1)
+        arcs = share >= params.ring_min_along
+        arcs[0] = False
+        # coverage of the circle by the arcs alone (and the seed)
+        arc_mask = (arcs[comp] | seed).astype(np.uint8)
+        arc_near = cv2.dilate(arc_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kt, kt))) > 0
+        if M.circle_hits(arc_near, np.array([cx]), np.array([cy]), np.array([r]), params.ring_samples).mean() \
+                < params.ring_min_coverage:
+            continue
+        sup = sup & (arcs[comp] | seed)
+        # pieces of the same sign lying mostly on the ring join it
+        ids = np.unique(lw[same & on])
+        for j in ids:
+            if j == i:
+                continue
+            mj = lw == j
+            if np.count_nonzero(mj & on) >= 0.5 * np.count_nonzero(mj):
+                lw[mj] = i
+                gone[j] = True
+        lw[sup & on & (lw == 0)] = i
+    return out
 
 
 def empty_detection(roi: tuple[int, int, int, int], noise_sigma: float = 0.0) -> Detection:
@@ -687,6 +806,21 @@ def detect(
             lab_r, n, pol, dot, keep = _merge_by_support(lab_r, n, pol, dot, keep, zbl_signed, union,
                                                          params.merge_blob_z, params.split_gap_px,
                                                          blob_mean >= params.merge_min_blob_strength)
+        if params.ring_z > 0 and n > 1 and params.ring_max_seeds > 0:
+            # only pieces as wide as a residue ring's rim make rings: a curved scratch and a crack beside
+            # it lie on a circle too, and their pixels are no ring's evidence
+            fr_g = lab_r > 0
+            dt = cv2.distanceTransform(fr_g.astype(np.uint8), cv2.DIST_L2, 3)
+            wide = 2.0 * _label_max(dt[fr_g], lab_r[fr_g], n) >= np.float32(params.ring_min_piece_width_um * ppu)
+            wide[0] = False
+            if (keep & ~dot & wide).any():  # the ring evidence is built only when a piece can seed a ring
+                sr = params.ring_smooth_um * ppu
+                z_ring = zscore(cv2.GaussianBlur(resid, (0, 0), sr) if sr >= 0.3 else resid, tiles=False)
+                kt = 2 * int(math.ceil(max(params.ring_tol_um * ppu, params.ring_tol_min_px))) + 1
+                lines = cv2.dilate((fr_g & ~wide[lab_r]).astype(np.uint8),
+                                   cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kt, kt))) > 0
+                lab_r = _complete_rings(lab_r, n, pol, keep & ~dot & wide, conf, z_ring, union & ~band & ~lines,
+                                        r_map, params, ppu)
         counts = np.bincount(lab_r.ravel(), minlength=n)
         min_area = max(params.min_area_px, int(math.ceil(params.min_area_um2 * ppu * ppu)))
         # thin arcs lying on the cladding boundary are the boundary itself (rim line, edge misfit)

@@ -598,6 +598,135 @@ def hessian_ridge(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return (np.abs(half_tr) + disc).astype(np.float32)
 
 
+
+def circle_hits(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, n_samples: int) -> np.ndarray:
+    """Whether ``mask`` is set at ``n_samples`` points along each circle (points off the array: False).
+
+    ``cx``, ``cy`` and ``r`` are arrays of the same length (one row of the result per circle).
+
+    Examples
+    --------
+    >>> m = np.zeros((20, 20), bool); m[:, 10:] = True
+    >>> circle_hits(m, np.array([10.0]), np.array([10.0]), np.array([5.0]), 4).tolist()
+    [[True, True, False, True]]
+    """
+    t = np.linspace(0.0, 2.0 * np.pi, int(n_samples), endpoint=False)
+    qx = np.rint(np.asarray(cx, np.float64)[:, None] + np.asarray(r, np.float64)[:, None] * np.cos(t)[None, :])
+    qy = np.rint(np.asarray(cy, np.float64)[:, None] + np.asarray(r, np.float64)[:, None] * np.sin(t)[None, :])
+    qx, qy = qx.astype(np.int64), qy.astype(np.int64)
+    h, w = mask.shape
+    inside = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
+    hit = np.zeros(qx.shape, bool)
+    hit[inside] = mask[qy[inside], qx[inside]]
+    return hit
+
+
+def ring_circle(
+    support: np.ndarray, seed: np.ndarray, r_min_px: float, r_max_px: float, tol_px: float,
+    n_hypotheses: int, n_samples: int, rng: np.random.Generator, *, min_other: float = 0.0,
+    max_interior: float = 1.0,
+) -> tuple[float, float, float, float, float] | None:
+    """The circle through a seed region that is best covered by a support mask (a ring of dirt).
+
+    A dried residue ring is often found only in pieces: its outline is faint and broken, and each
+    piece alone is a small arc.  Circles are hypothesised through one seed pixel and two support
+    pixels (RANSAC) and scored by their coverage: the share of points sampled along the circle that
+    lie on the support (dilated by ``tol_px``), over all the points (a circle leaving the window
+    or the analysed area is not favoured).  A ring is an outline: circles whose coverage comes
+    mostly from the seed itself (a compact spot covers any small circle around it), or whose
+    inside is support too (a filled blob), are not rings.
+
+    Parameters
+    ----------
+    support : ndarray of bool
+        Low-threshold evidence of the seed's polarity in a window around the seed.
+    seed : ndarray of bool
+        The seed region in the same window (part of ``support``).
+    r_min_px, r_max_px : float
+        Radius range of the ring.
+    tol_px : float
+        Half-width of the ring line accepted around the circle.
+    n_hypotheses, n_samples : int
+        RANSAC hypotheses and points sampled along each circle (bounded work).
+    rng : numpy.random.Generator
+        Seeded generator (deterministic results).
+    min_other : float
+        Coverage the support must reach away from the seed (the seed dilated by ``tol_px``).
+    max_interior : float
+        Largest share of support on points sampled inside the circle (at half and three
+        quarters of the radius, and ``2 * tol_px`` inside the ring line).
+
+    Returns
+    -------
+    tuple or None
+        ``(cx, cy, r, coverage, background)`` in window pixels, ``background`` the share of
+        the window's pixels off the ring within ``tol_px`` of support (the chance level of the
+        coverage);
+        ``None`` when no circle in the radius range through the seed meets ``min_other`` and
+        ``max_interior``.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:80, :80]
+    >>> rr = np.hypot(xx - 40, yy - 40)
+    >>> ring = (np.abs(rr - 25) <= 1.5) & ((np.arctan2(yy - 40, xx - 40) % 0.9) < 0.6)
+    >>> seed = ring & (xx > 60)
+    >>> cx, cy, r, cov, bgd = ring_circle(ring, seed, 10, 35, 2.0, 300, 72, np.random.default_rng(0),
+    ...                                   min_other=0.3, max_interior=0.3)
+    >>> round(r), cov > 0.6, bgd < 0.05
+    (25, True, True)
+
+    A filled disk is not a ring:
+
+    >>> disk = rr <= 25
+    >>> ring_circle(disk, disk & (xx > 60), 10, 35, 2.0, 300, 72, np.random.default_rng(0),
+    ...             min_other=0.3, max_interior=0.3) is None
+    True
+    """
+    sy, sx = np.nonzero(seed)
+    py, px = np.nonzero(support)
+    if sy.size == 0 or py.size < 3:
+        return None
+    n = int(n_hypotheses)
+    i0 = rng.integers(0, sy.size, n)
+    i1 = rng.integers(0, py.size, n)
+    i2 = rng.integers(0, py.size, n)
+    ax, ay = sx[i0].astype(np.float64), sy[i0].astype(np.float64)
+    bx, by = px[i1].astype(np.float64), py[i1].astype(np.float64)
+    cx_, cy_ = px[i2].astype(np.float64), py[i2].astype(np.float64)
+    d = 2.0 * (ax * (by - cy_) + bx * (cy_ - ay) + cx_ * (ay - by))
+    ok = np.abs(d) > 1e-6
+    d = np.where(ok, d, 1.0)
+    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx_ * cx_ + cy_ * cy_
+    ux = (a2 * (by - cy_) + b2 * (cy_ - ay) + c2 * (ay - by)) / d
+    uy = (a2 * (cx_ - bx) + b2 * (ax - cx_) + c2 * (bx - ax)) / d
+    r = np.hypot(ax - ux, ay - uy)
+    ok &= (r >= r_min_px) & (r <= r_max_px)
+    if not ok.any():
+        return None
+    ux, uy, r = ux[ok], uy[ok], r[ok]
+    h, w = support.shape
+    k = 2 * int(math.ceil(tol_px)) + 1
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    near = cv2.dilate(support.astype(np.uint8), disk) > 0
+    near_seed = cv2.dilate(seed.astype(np.uint8), disk) > 0
+    on = circle_hits(near, ux, uy, r, n_samples)
+    cover = on.mean(axis=1)  # over ALL samples: a circle leaving the window is not favoured
+    other = (on & ~circle_hits(near_seed, ux, uy, r, n_samples)).mean(axis=1)
+    inner = [circle_hits(support, ux, uy, f * r, n_samples) for f in (0.5, 0.75)]
+    inner.append(circle_hits(support, ux, uy, np.maximum(r - 2.0 * tol_px, 0.0), n_samples))
+    interior = np.mean([m.mean(axis=1) for m in inner], axis=0)
+    good = (other >= min_other) & (interior <= max_interior)
+    if not good.any():
+        return None
+    j = int(np.argmax(np.where(good, cover, -1.0)))
+    dx = np.arange(w, dtype=np.float32)[None, :] - np.float32(ux[j])
+    dy = np.arange(h, dtype=np.float32)[:, None] - np.float32(uy[j])
+    off = np.abs(np.sqrt(dx * dx + dy * dy) - np.float32(r[j])) > np.float32(2.0 * tol_px + 1.0)
+    bgd = float(near[off].mean()) if off.any() else 1.0  # chance coverage: the dilated support
+    return float(ux[j]), float(uy[j]), float(r[j]), float(cover[j]), bgd
+
+
 def max_pool(a: np.ndarray, k: int) -> np.ndarray:
     """Block maximum of a 2-D array over ``k x k`` blocks (the partial last row/column block dropped).
 
