@@ -387,6 +387,27 @@ def _merge_by_support(
     return new_lab, m, new_pol, new_dot, new_keep
 
 
+def _label_boxes(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label bounding boxes ``(y0, x0, y1, x1)`` (inclusive) of labels ``0..n-1``; ``y1 = -1`` when empty."""
+    fy, fx = np.nonzero(lab)
+    fl = lab[fy, fx]
+    y0 = np.full(n, lab.shape[0], np.int64)
+    x0 = np.full(n, lab.shape[1], np.int64)
+    y1 = np.full(n, -1, np.int64)
+    x1 = np.full(n, -1, np.int64)
+    np.minimum.at(y0, fl, fy)
+    np.minimum.at(x0, fl, fx)
+    np.maximum.at(y1, fl, fy)
+    np.maximum.at(x1, fl, fx)
+    return y0, x0, y1, x1
+
+
+def _ring_tol(params: DetectionParams, ppu: float) -> tuple[float, int]:
+    """Half-width of a ring's line around its circle (analysis px) and the odd kernel that dilates by it."""
+    tol = max(params.ring_tol_um * ppu, params.ring_tol_min_px)
+    return tol, 2 * int(math.ceil(tol)) + 1
+
+
 def _complete_rings(
     lab: np.ndarray, n: int, pol: np.ndarray, eligible: np.ndarray, conf: np.ndarray, z_ring: np.ndarray,
     valid: np.ndarray, r_map: np.ndarray, params: DetectionParams, ppu: float,
@@ -407,24 +428,14 @@ def _complete_rings(
     fr = lab > 0
     if not fr.any():
         return lab
-    ly, lx = np.nonzero(fr)
-    ll = lab[ly, lx]
-    y0 = np.full(n, lab.shape[0], np.int64)
-    x0 = np.full(n, lab.shape[1], np.int64)
-    y1 = np.full(n, -1, np.int64)
-    x1 = np.full(n, -1, np.int64)
-    np.minimum.at(y0, ll, ly)
-    np.minimum.at(x0, ll, lx)
-    np.maximum.at(y1, ll, ly)
-    np.maximum.at(x1, ll, lx)
-    peak = _label_max(conf[fr], ll, n)
+    y0, x0, y1, x1 = _label_boxes(lab, n)
+    peak = _label_max(conf[fr], lab[fr], n)
     order = [int(i) for i in np.argsort(-peak) if i > 0 and eligible[i] and y1[i] >= 0][: params.ring_max_seeds]
     r_min = max(0.5 * params.ring_min_diameter_um * ppu, params.ring_min_radius_px)
     r_max = 0.5 * params.ring_max_diameter_um * ppu
-    tol = max(params.ring_tol_um * ppu, params.ring_tol_min_px)
+    tol, kt = _ring_tol(params, ppu)
     reach = int(math.ceil(2 * r_max + tol))
     hs, ws = lab.shape
-    kt = 2 * int(math.ceil(tol)) + 1
     rng = np.random.default_rng(0)
     out = lab.copy()
     gone = np.zeros(n, bool)
@@ -816,7 +827,7 @@ def detect(
             if (keep & ~dot & wide).any():  # the ring evidence is built only when a piece can seed a ring
                 sr = params.ring_smooth_um * ppu
                 z_ring = zscore(cv2.GaussianBlur(resid, (0, 0), sr) if sr >= 0.3 else resid, tiles=False)
-                kt = 2 * int(math.ceil(max(params.ring_tol_um * ppu, params.ring_tol_min_px))) + 1
+                _, kt = _ring_tol(params, ppu)
                 lines = cv2.dilate((fr_g & ~wide[lab_r]).astype(np.uint8),
                                    cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kt, kt))) > 0
                 lab_r = _complete_rings(lab_r, n, pol, keep & ~dot & wide, conf, z_ring, union & ~band & ~lines,
@@ -851,17 +862,8 @@ def detect(
     labels = np.zeros((h, w), np.int32) if kdown > 1 else labels_s
     if cands_info:
         # per-label bounding boxes from the (few) foreground pixels of the analysis grid
-        fy, fx = np.nonzero(labels_s)
-        fl = labels_s[fy, fx]
         nl = int(labels_s.max()) + 1
-        bb_y0 = np.full(nl, hs, np.int64)
-        bb_x0 = np.full(nl, ws, np.int64)
-        bb_y1 = np.full(nl, -1, np.int64)
-        bb_x1 = np.full(nl, -1, np.int64)
-        np.minimum.at(bb_y0, fl, fy)
-        np.minimum.at(bb_x0, fl, fx)
-        np.maximum.at(bb_y1, fl, fy)
-        np.maximum.at(bb_x1, fl, fx)
+        bb_y0, bb_x0, bb_y1, bb_x1 = _label_boxes(labels_s, nl)
     for lab_id, polarity, score, ev in cands_info:
         if lab_id >= nl or bb_y1[lab_id] < 0:
             continue
