@@ -44,6 +44,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from dscope.errors import ImageError, LocalizationError
+from dscope.inspection.methods import circumcircles
 from dscope.inspection.types import Ellipse, FiberGeometry
 from dscope.params import StrictModel
 
@@ -566,19 +567,6 @@ def _score_candidate(small, model: _Model, rect, params: LocalizationParams) -> 
 # ----------------------------------------------------------------------------------------
 
 
-def _circle_from_triplets(p1, p2, p3):
-    """Circumcircles of batches of point triplets (arrays (K, 2)); returns cx, cy, r (NaN when collinear)."""
-    ax, ay = p1[:, 0], p1[:, 1]
-    bx, by = p2[:, 0], p2[:, 1]
-    cx, cy = p3[:, 0], p3[:, 1]
-    d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
-    d = np.where(np.abs(d) < 1e-9, np.nan, d)
-    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
-    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
-    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
-    return ux, uy, np.hypot(ax - ux, ay - uy)
-
-
 def _fit_circle_ls(pts: np.ndarray, iters: int = 8) -> tuple[float, float, float]:
     """Geometric least-squares circle (Kasa start + Gauss-Newton)."""
     m = pts.mean(axis=0)
@@ -619,7 +607,7 @@ def _fit_circle_ls(pts: np.ndarray, iters: int = 8) -> tuple[float, float, float
 def _ransac_circle(pts, tol, iters, rng):
     n = len(pts)
     idx = rng.integers(0, n, size=(iters, 3))
-    ux, uy, ur = _circle_from_triplets(pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]])
+    ux, uy, ur = circumcircles(pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]])
     ok = np.isfinite(ur)
     if not ok.any():
         return None

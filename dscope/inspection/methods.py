@@ -599,6 +599,27 @@ def hessian_ridge(image: np.ndarray, sigma_px: float) -> np.ndarray:
 
 
 
+def circumcircles(p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Circumcircles of batches of point triplets (arrays (K, 2)); returns cx, cy, r (NaN when collinear).
+
+    Examples
+    --------
+    >>> cx, cy, r = circumcircles(np.array([[0.0, 0.0], [0, 0]]), np.array([[2.0, 0.0], [1, 1]]),
+    ...                           np.array([[0.0, 2.0], [2, 2]]))
+    >>> [round(float(v), 3) for v in (cx[0], cy[0], r[0])], bool(np.isnan(r[1]))
+    ([1.0, 1.0, 1.414], True)
+    """
+    ax, ay = p1[:, 0], p1[:, 1]
+    bx, by = p2[:, 0], p2[:, 1]
+    cx, cy = p3[:, 0], p3[:, 1]
+    d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+    d = np.where(np.abs(d) < 1e-9, np.nan, d)
+    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
+    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
+    return ux, uy, np.hypot(ax - ux, ay - uy)
+
+
 def circle_hits(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, n_samples: int) -> np.ndarray:
     """Whether ``mask`` is set at ``n_samples`` points along each circle (points off the array: False).
 
@@ -691,17 +712,10 @@ def ring_circle(
     i0 = rng.integers(0, sy.size, n)
     i1 = rng.integers(0, py.size, n)
     i2 = rng.integers(0, py.size, n)
-    ax, ay = sx[i0].astype(np.float64), sy[i0].astype(np.float64)
-    bx, by = px[i1].astype(np.float64), py[i1].astype(np.float64)
-    cx_, cy_ = px[i2].astype(np.float64), py[i2].astype(np.float64)
-    d = 2.0 * (ax * (by - cy_) + bx * (cy_ - ay) + cx_ * (ay - by))
-    ok = np.abs(d) > 1e-6
-    d = np.where(ok, d, 1.0)
-    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx_ * cx_ + cy_ * cy_
-    ux = (a2 * (by - cy_) + b2 * (cy_ - ay) + c2 * (ay - by)) / d
-    uy = (a2 * (cx_ - bx) + b2 * (ax - cx_) + c2 * (bx - ax)) / d
-    r = np.hypot(ax - ux, ay - uy)
-    ok &= (r >= r_min_px) & (r <= r_max_px)
+    ux, uy, r = circumcircles(np.stack([sx[i0], sy[i0]], 1).astype(np.float64),
+                              np.stack([px[i1], py[i1]], 1).astype(np.float64),
+                              np.stack([px[i2], py[i2]], 1).astype(np.float64))
+    ok = np.isfinite(r) & (r >= r_min_px) & (r <= r_max_px)
     if not ok.any():
         return None
     ux, uy, r = ux[ok], uy[ok], r[ok]
