@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -285,7 +284,6 @@ def main(argv=None) -> int:
     if args.jobs > 1 and len(seeds) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(seeds))) as ex:
             results = list(ex.map(run_seed, [args] * len(seeds), seeds))
     else:
