@@ -96,9 +96,15 @@ def test_units_filled_only_with_a_known_scale_and_ellipse_measured_in_the_circul
     assert d.area_um2 == pytest.approx(d.area_px * t.um_per_px ** 2)
     assert abs(d.diameter_um - t.defects[0].diameter_um) <= 0.15 * t.defects[0].diameter_um
     assert d.radial_position_um is not None and d.centroid_um is not None
+    # the radial extent spans the defect's centroid radius and about its diameter, in both units
+    lo, hi = d.radial_extent_um
+    assert lo < d.radial_position_um < hi
+    assert hi - lo == pytest.approx(d.diameter_um, rel=0.25)
+    assert d.radial_extent_um == pytest.approx(tuple(v * t.um_per_px for v in d.radial_extent_px), rel=0.05)
     no_um, _, _ = measure(spec, seed=24, scale_known=False, axis_ratio=1.09, ellipse_angle_deg=0.0)
     d2 = matching(no_um, t, t.defects[0].id)
     assert d2.diameter_um is None and d2.width_um is None and d2.area_um2 is None and d2.length_um is None
+    assert d2.radial_extent_um is None and d2.radial_extent_px == pytest.approx(d.radial_extent_px)
     assert d2.diameter_px == pytest.approx(d.diameter_px)
 
 

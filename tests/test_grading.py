@@ -13,7 +13,7 @@ import math
 import pytest
 
 from dscope.errors import DScopeError
-from dscope.inspection.grading import defect_zones, failure_reasons, grade, make_defect
+from dscope.inspection.grading import defect_zones, failure_reasons, grade, guarded_zones, make_defect
 from dscope.inspection.rules import RULE_CLASSES, list_rule_sets, load_rule_set, parse_rule_set
 
 ALL_NAMES = list_rule_sets(include_placeholders=True)
@@ -461,6 +461,90 @@ def test_guard_band_without_a_pixel_size_grades_the_measured_size():
     rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]
     d = make_defect("p", "pit", "cladding", ["cladding"], 4.9, size_px=0.0)  # no per-defect scale
     assert grade([d], rs, scale_known=True, guard_band_px=1.0).status == "PASS"
+
+
+def _zone_guard_cases():
+    """(rule set, inner zone, outer zone, boundary radius) of every inner zone boundary of every um rule set."""
+    cases = []
+    for name, rs in RULE_SETS.items():
+        if rs.units != "um":
+            continue
+        zs = rs.zone_defs()
+        cases += [(name, a.name, b.name, a.outer_um / 2.0) for a, b in zip(zs, zs[1:])]
+    return cases
+
+
+ZONE_GUARD_CASES = _zone_guard_cases()
+
+
+@pytest.mark.parametrize("name,inner,outer,r_edge", ZONE_GUARD_CASES,
+                         ids=[f"{c[0]}-{c[1]}|{c[2]}" for c in ZONE_GUARD_CASES])
+def test_guard_band_reaches_across_every_zone_boundary(name, inner, outer, r_edge):
+    """A defect measured in one zone, ending within the band of its neighbour, also counts there (both sides)."""
+    rs = RULE_SETS[name]
+    band = round(UM_PER_PX, rs.size_decimals)  # 1 px at 0.35 um/px
+    step = 10.0 ** -rs.size_decimals
+    size = 12.0  # diameter in um (a chip): its radial extent is set independently below
+    for home, other, extent_in, extent_out in (
+        # outside the boundary, reaching inward to just within / just beyond the band
+        (outer, inner, (r_edge + band - step, r_edge + 8), (r_edge + band + step, r_edge + 8)),
+        # inside the boundary, reaching outward ([inner, outer) is half-open: the edge belongs outside)
+        (inner, outer, (r_edge - 8, r_edge - band), (r_edge - 8, r_edge - band - 2 * step)),
+    ):
+        for extent, reaches in ((extent_in, True), (extent_out, False)):
+            d = make_defect("h", "chip", home, [home], size, size_px=size / UM_PER_PX)
+            d.radial_extent_um = extent
+            assert (other in guarded_zones(d, rs, band)) == reaches
+            assert guarded_zones(d, rs, 0.0) == []  # no band: the measured zones only
+            plain = grade([d], rs, scale_known=True)
+            guarded = grade([d], rs, scale_known=True, guard_band_px=1.0)
+            bins = rs.bins(other, "defect")
+            i = next(k for k, b in enumerate(bins) if b.contains(size + band))
+            fails_there = bins[i].max_count == 0
+            in_other = [v for v in guarded.violations if v.zone == other]
+            assert bool(in_other) == (reaches and fails_there)
+            assert not [v for v in plain.violations if v.zone == other]
+            for v in in_other:
+                assert v.message.endswith("(reaches the zone within the guard band)")
+
+
+def test_zone_guard_band_needs_touched_assignment_and_a_radial_extent():
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]  # cladding zone: radius < 57.5 um; defects > 5 um none allowed
+    chip = make_defect("h", "chip", "adhesive", ["adhesive"], 17.6, size_px=17.6 / UM_PER_PX)
+    assert grade([chip], rs, scale_known=True, guard_band_px=1.0).status == "PASS"  # no extent: measured zones
+    chip.radial_extent_um = (57.7, 66.0)  # 0.2 um outside the cladding zone, within 1 px (0.35 um)
+    g = grade([chip], rs, scale_known=True, guard_band_px=1.0)
+    assert g.status == "FAIL" and [v.zone for v in g.violations] == ["cladding"]
+    assert g.violations[0].message == ("chip 17.6 um diameter (+0.35 um guard band) > 5 um limit in cladding "
+                                       "(reaches the zone within the guard band)")
+    assert grade([chip], rs, scale_known=True).status == "PASS"
+    centroid = rs.model_copy(update={"zone_assignment": "centroid"})
+    assert grade([chip], centroid, scale_known=True, guard_band_px=1.0).status == "PASS"
+    # a px rule set reads the extent in px
+    px_rs = _px_rule_set("iec61300-3-35-ed2-sm-pc", 2.0)  # cladding zone radius < 115 px
+    d = make_defect("h", "chip", "adhesive", ["adhesive"], None, size_px=30.0)
+    d.radial_extent_px = (115.8, 130.0)
+    assert grade([d], px_rs, scale_known=False, guard_band_px=1.0).status == "FAIL"
+    d.radial_extent_px = (116.2, 130.0)
+    assert grade([d], px_rs, scale_known=False, guard_band_px=1.0).status == "PASS"
+
+
+def test_zone_guard_band_counts_in_count_limits_and_says_so():
+    """Five 3 um pits in the cladding are allowed; a sixth reaching it from the core within the band is not."""
+    rs = RULE_SETS["iec61300-3-35-ed2-sm-pc"]  # cladding: 5 of 2-5 um; core: none; core zone radius < 12.5 um
+
+    def pit(k, zone, extent):
+        d = make_defect(f"p{k}", "pit", zone, [zone], 3.0, size_px=3.0 / UM_PER_PX)
+        d.radial_extent_um = extent
+        return d
+
+    five = [pit(k, "cladding", (30.0, 33.0)) for k in range(5)]
+    sixth = pit(5, "adhesive", (57.6, 60.6))  # adhesive zone from 57.5 um: reaches the cladding within 0.35 um
+    assert grade(five + [sixth], rs, scale_known=True).status == "PASS"  # adhesive: no limit
+    g = grade(five + [sixth], rs, scale_known=True, guard_band_px=1.0)
+    assert g.status == "FAIL" and len(g.violations) == 1 and g.violations[0].zone == "cladding"
+    assert g.violations[0].message.endswith("(1 of them reach the zone within the guard band)")
+    assert sorted(g.violations[0].defect_ids) == [f"p{k}" for k in range(6)]
 
 
 @pytest.mark.parametrize("bad", [-0.5, math.nan, math.inf])

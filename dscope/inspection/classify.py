@@ -567,6 +567,8 @@ def characterize(
                 zone_name = min(zone_list, key=lambda z: min(abs(r_c - z.inner_px), abs(r_c - z.outer_px))).name
         # zones the defect's pixels reach (radii of its pixel centres: the zone masks' own rule)
         touched = [z.name for z in zone_list if bool(np.any(z.contains_radius(rr)))]
+        # radial reach of the pixel footprint (pixel centres +- half the pixel extent)
+        extent = (max(float(rr.min()) - ext / 2.0, 0.0), float(rr.max()) + ext / 2.0)
         to_um = um if um else 1.0 / ppu  # without a scale: the zoning scale (features only)
         length_um = skel_len_ext * to_um
         feats = dict(
@@ -607,6 +609,7 @@ def characterize(
             detected_by=sorted(k for k, v in cand.evidence.items() if v > 0),
             polarity=cand.polarity,
             touches_cladding_edge=touches,
+            radial_extent_px=extent,
             features={
                 **feats,
                 "score": float(cand.score),
@@ -619,6 +622,7 @@ def characterize(
         )
         if um:
             d.radial_position_um = r_c * um
+            d.radial_extent_um = (extent[0] * um, extent[1] * um)
             d.area_um2 = area_n * um * um
             d.length_um = d.length_px * um
             d.width_um = d.width_px * um

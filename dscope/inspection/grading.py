@@ -25,7 +25,12 @@ scale is known): no image, no I/O.  The rules it applies:
   a limit, within the measurement's pixel resolution, is graded as over it.
   ``0`` (the default of this function, used for ground truth) is simple
   acceptance; the pipeline takes the configuration's ``grading.guard_band_px``.
-  Messages give the measured size and the guard band.
+  The same band applies to zone membership (``zone_assignment == "touched"``):
+  a defect whose radial extent (:attr:`Defect.radial_extent_um` /
+  ``radial_extent_px``) ends within the band of a zone also counts in that
+  zone, since the zone boundaries come from a cladding edge fitted to about a
+  pixel.  Messages give the measured size and the guard band, and say when a
+  zone was reached only within the band.
 * **UNGRADED**: a rule set in ``um`` without a micrometre scale; a defect in
   a graded zone whose size is missing, negative or not finite, or whose type
   is unknown; no zone left to grade.  Never PASS on missing information.
@@ -89,6 +94,38 @@ def _guard(defect: Defect, rule_set: RuleSet, guard_band_px: float) -> float:
     return guard_band_px * float(um) / float(px)
 
 
+def guarded_zones(defect: Defect, rule_set: RuleSet, guard: float) -> list[str]:
+    """Zones ``defect`` reaches only within ``guard`` (rule-set units) of its radial extent.
+
+    Empty unless the rule set counts touched zones, ``guard > 0`` and the
+    defect's radial extent is known in the rule set's units.  Zones are
+    half-open annuli ``[inner, outer)`` of the rule set's radii (half its
+    diameters); zones :func:`defect_zones` already gives are not repeated.
+
+    Examples
+    --------
+    >>> from dscope.inspection.rules import load_rule_set
+    >>> rs = load_rule_set("iec61300-3-35-ed2-sm-pc")  # cladding zone ends at radius 57.5 um
+    >>> d = make_defect("c1", "chip", "adhesive", ["adhesive"], 17.6)
+    >>> d.radial_extent_um = (57.8, 66.0)
+    >>> guarded_zones(d, rs, 0.5), guarded_zones(d, rs, 0.2)
+    (['cladding'], [])
+    """
+    if guard <= 0 or rule_set.zone_assignment != "touched":
+        return []
+    extent = defect.radial_extent_um if rule_set.units == "um" else defect.radial_extent_px
+    if extent is None:
+        return []
+    lo, hi = float(extent[0]) - guard, float(extent[1]) + guard
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    have = set(defect_zones(defect, rule_set))
+    return [
+        z.name for z in rule_set.zone_defs()
+        if z.name not in have and lo < z.outer_um / 2.0 and hi >= z.inner_um / 2.0
+    ]
+
+
 def _bin_of(bins: Sequence[Bin], size: float) -> int | None:
     for i, b in enumerate(bins):
         if b.contains(size):
@@ -107,6 +144,9 @@ def _single_message(defect: Defect, size: float, b: Bin, cls: str, zone: str, un
     if starts_at_zero and b.max is None:
         return f"{s} in {zone}, no {cls} allowed"
     return f"{s} in {zone}: {_PLURAL[cls]} {b.describe(unit)} not allowed"
+
+
+_ZONE_GUARD_NOTE = " (reaches the zone within the guard band)"
 
 
 def grade(
@@ -194,11 +234,14 @@ def grade(
     if not graded:
         return Grade(status="UNGRADED", reason=f"no zone of rule set {rule_set.name!r} was analyzed")
 
-    # (zone, class) -> list of (defect, rounded measured size, guard band)
-    buckets: dict[tuple[str, str], list[tuple[Defect, float, float]]] = {}
+    # (zone, class) -> list of (defect, rounded measured size, guard band, zone reached only within the band)
+    buckets: dict[tuple[str, str], list[tuple[Defect, float, float, bool]]] = {}
     graded_set = set(graded)
     for d in defects:
-        counted_in = [z for z in defect_zones(d, rule_set) if z in graded_set]
+        measured_in = defect_zones(d, rule_set)
+        guard = round(_guard(d, rule_set, guard_band_px), rule_set.size_decimals)
+        near = set(guarded_zones(d, rule_set, guard))
+        counted_in = [z for z in zones if (z in near or z in measured_in) and z in graded_set]
         if not counted_in:
             continue  # outside every graded zone
         cls = CLASS_OF_TYPE.get(d.type)
@@ -208,9 +251,8 @@ def grade(
         if size is None:
             raw = d.iec_size_um if unit == "um" else d.iec_size_px
             return Grade(status="UNGRADED", reason=f"defect {d.id}: no valid size in {unit} (got {raw!r})")
-        guard = round(_guard(d, rule_set, guard_band_px), rule_set.size_decimals)
         for z in counted_in:
-            buckets.setdefault((z, cls), []).append((d, size, guard))
+            buckets.setdefault((z, cls), []).append((d, size, guard, z in near))
 
     violations: list[Violation] = []
     for z in graded:
@@ -219,27 +261,28 @@ def grade(
             if not members:
                 continue
             bins = rule_set.bins(z, cls)
-            per_bin: dict[int, list[tuple[Defect, float, float]]] = {}
-            for d, size, guard in members:
-                i = _bin_of(bins, round(size + guard, rule_set.size_decimals))
+            per_bin: dict[int, list[tuple[Defect, float, float, bool]]] = {}
+            for member in members:
+                i = _bin_of(bins, round(member[1] + member[2], rule_set.size_decimals))
                 if i is not None:
-                    per_bin.setdefault(i, []).append((d, size, guard))
+                    per_bin.setdefault(i, []).append(member)
             for i, b in enumerate(bins):
                 inside = per_bin.get(i, [])
                 if b.max_count is None or len(inside) <= b.max_count:
                     continue
                 rule = f"{z}.{cls}{b.label()}"
                 if b.max_count == 0:
-                    for d, size, guard in inside:
-                        violations.append(
-                            Violation(zone=z, rule=rule, message=_single_message(d, size, b, cls, z, unit, guard),
-                                      defect_ids=[d.id])
-                        )
+                    for d, size, guard, near_zone in inside:
+                        msg = _single_message(d, size, b, cls, z, unit, guard) + (_ZONE_GUARD_NOTE if near_zone else "")
+                        violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[d.id]))
                 else:
                     msg = f"{len(inside)} {_PLURAL[cls]} {b.describe(unit)} in {z}, {b.max_count} allowed"
-                    if any(g > 0 for _, _, g in inside):
+                    if any(m[2] > 0 for m in inside):
                         msg += f" (sizes with the {fmt_number(guard_band_px)} px guard band)"
-                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[d.id for d, _, _ in inside]))
+                    n_near = sum(m[3] for m in inside)
+                    if n_near:
+                        msg += f" ({n_near} of them reach the zone within the guard band)"
+                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[m[0].id for m in inside]))
     return Grade(status="FAIL" if violations else "PASS", violations=violations, reason=partial_note,
                  guard_band_px=float(guard_band_px))
 

@@ -230,6 +230,10 @@ class Defect:
     polarity: str = "dark"
     touches_cladding_edge: bool = False
     radial_position_um: float | None = None
+    #: (min, max) circular-frame radius of the pixel footprint (major-axis px / um from the fiber
+    #: centre): where the defect reaches radially, for zone membership within a guard band
+    radial_extent_px: tuple[float, float] | None = None
+    radial_extent_um: tuple[float, float] | None = None
     area_um2: float | None = None
     length_um: float | None = None
     width_um: float | None = None

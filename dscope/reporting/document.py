@@ -66,6 +66,8 @@ def defect_to_dict(d: Defect, contour_max_points: int) -> dict:
         "centroid_px": _pt(d.centroid_px),
         "centroid_um": _pt(d.centroid_um, _UM_DECIMALS) if d.centroid_um is not None else None,
         "radial_position_um": _r(d.radial_position_um, _UM_DECIMALS),
+        "radial_extent_px": _pt(d.radial_extent_px),
+        "radial_extent_um": _pt(d.radial_extent_um, _UM_DECIMALS),
         "contour_px": _simplify_contour(d.contour_px, contour_max_points),
         "bbox_px": [int(v) for v in d.bbox_px],
         "area_px": _r(d.area_px, _PX_DECIMALS),
