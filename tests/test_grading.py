@@ -494,7 +494,7 @@ def test_guard_band_reaches_across_every_zone_boundary(name, inner, outer, r_edg
         for extent, reaches in ((extent_in, True), (extent_out, False)):
             d = make_defect("h", "chip", home, [home], size, size_px=size / UM_PER_PX)
             d.radial_extent_um = extent
-            assert (other in guarded_zones(d, rs, band)) == reaches
+            assert (other in guarded_zones(d, rs, band)) == reaches and home in guarded_zones(d, rs, band)
             assert guarded_zones(d, rs, 0.0) == []  # no band: the measured zones only
             plain = grade([d], rs, scale_known=True)
             guarded = grade([d], rs, scale_known=True, guard_band_px=1.0)

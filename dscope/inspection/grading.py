@@ -95,12 +95,13 @@ def _guard(defect: Defect, rule_set: RuleSet, guard_band_px: float) -> float:
 
 
 def guarded_zones(defect: Defect, rule_set: RuleSet, guard: float) -> list[str]:
-    """Zones ``defect`` reaches only within ``guard`` (rule-set units) of its radial extent.
+    """Zones (inner to outer) that ``defect``'s radial extent, widened by ``guard`` (rule-set units), reaches.
 
     Empty unless the rule set counts touched zones, ``guard > 0`` and the
     defect's radial extent is known in the rule set's units.  Zones are
     half-open annuli ``[inner, outer)`` of the rule set's radii (half its
-    diameters); zones :func:`defect_zones` already gives are not repeated.
+    diameters).  The zones a defect reaches *only* within the band are these
+    minus :func:`defect_zones`.
 
     Examples
     --------
@@ -109,7 +110,7 @@ def guarded_zones(defect: Defect, rule_set: RuleSet, guard: float) -> list[str]:
     >>> d = make_defect("c1", "chip", "adhesive", ["adhesive"], 17.6)
     >>> d.radial_extent_um = (57.8, 66.0)
     >>> guarded_zones(d, rs, 0.5), guarded_zones(d, rs, 0.2)
-    (['cladding'], [])
+    (['cladding', 'adhesive'], ['adhesive'])
     """
     if guard <= 0 or rule_set.zone_assignment != "touched":
         return []
@@ -119,11 +120,7 @@ def guarded_zones(defect: Defect, rule_set: RuleSet, guard: float) -> list[str]:
     lo, hi = float(extent[0]) - guard, float(extent[1]) + guard
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
-    have = set(defect_zones(defect, rule_set))
-    return [
-        z.name for z in rule_set.zone_defs()
-        if z.name not in have and lo < z.outer_um / 2.0 and hi >= z.inner_um / 2.0
-    ]
+    return [z.name for z in rule_set.zone_defs() if lo < z.outer_um / 2.0 and hi >= z.inner_um / 2.0]
 
 
 def _bin_of(bins: Sequence[Bin], size: float) -> int | None:
@@ -240,7 +237,7 @@ def grade(
     for d in defects:
         measured_in = defect_zones(d, rule_set)
         guard = round(_guard(d, rule_set, guard_band_px), rule_set.size_decimals)
-        near = set(guarded_zones(d, rule_set, guard))
+        near = set(guarded_zones(d, rule_set, guard)) - set(measured_in)
         counted_in = [z for z in zones if (z in near or z in measured_in) and z in graded_set]
         if not counted_in:
             continue  # outside every graded zone
