@@ -259,10 +259,10 @@ def grade(
                 continue
             bins = rule_set.bins(z, cls)
             per_bin: dict[int, list[tuple[Defect, float, float, bool]]] = {}
-            for member in members:
-                i = _bin_of(bins, round(member[1] + member[2], rule_set.size_decimals))
+            for d, size, guard, near_zone in members:
+                i = _bin_of(bins, round(size + guard, rule_set.size_decimals))
                 if i is not None:
-                    per_bin.setdefault(i, []).append(member)
+                    per_bin.setdefault(i, []).append((d, size, guard, near_zone))
             for i, b in enumerate(bins):
                 inside = per_bin.get(i, [])
                 if b.max_count is None or len(inside) <= b.max_count:
@@ -274,12 +274,13 @@ def grade(
                         violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[d.id]))
                 else:
                     msg = f"{len(inside)} {_PLURAL[cls]} {b.describe(unit)} in {z}, {b.max_count} allowed"
-                    if any(m[2] > 0 for m in inside):
+                    if any(guard > 0 for _, _, guard, _ in inside):
                         msg += f" (sizes with the {fmt_number(guard_band_px)} px guard band)"
-                    n_near = sum(m[3] for m in inside)
+                    n_near = sum(near_zone for _, _, _, near_zone in inside)
                     if n_near:
                         msg += f" ({n_near} of them reach the zone within the guard band)"
-                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=[m[0].id for m in inside]))
+                    ids = [d.id for d, _, _, _ in inside]
+                    violations.append(Violation(zone=z, rule=rule, message=msg, defect_ids=ids))
     return Grade(status="FAIL" if violations else "PASS", violations=violations, reason=partial_note,
                  guard_band_px=float(guard_band_px))
 
