@@ -203,3 +203,21 @@ def test_group_robust_stats_match_numpy_per_group():
         assert med[k] == pytest.approx(np.median(s), abs=1e-5)
         assert sig[k] == pytest.approx(M.MAD_TO_SIGMA * np.median(np.abs(s - np.median(s))), rel=1e-4)
     assert med[6] == -1.0 and sig[7] == 5.0  # empty groups get the fallback
+
+
+def test_hessian_line_keeps_lines_and_rejects_blobs_of_equal_contrast():
+    rng = np.random.default_rng(34)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for sign in (-1.0, 1.0):
+        im = rng.normal(100, 1.0, (96, 96)).astype(np.float32)
+        im += sign * 8.0 * np.exp(-0.5 * ((xx - 30) / 1.5) ** 2).astype(np.float32)  # a 3-4 px wide line
+        im += sign * 8.0 * np.exp(-0.5 * ((xx - 72) ** 2 + (yy - 48) ** 2) / 1.5 ** 2).astype(np.float32)  # a blob
+        line = M.hessian_line(im, 1.5)
+        ridge = M.hessian_ridge(im, 1.5)
+        on_line = float(np.median(line[10:-10, 30]))
+        on_blob = float(line[48, 72])
+        assert on_line > 4 * float(np.percentile(line[:, 45:60], 99))  # above the noise
+        assert on_blob < 0.4 * float(ridge[48, 72])  # the blob's curvature is (up to noise) removed ...
+        assert on_blob < 0.5 * on_line  # ... and it reads far below a line of the same contrast
+        # along a straight line the two measures agree (no curvature along the line)
+        assert abs(on_line - float(np.median(ridge[10:-10, 30]))) < 0.2 * on_line

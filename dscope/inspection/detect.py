@@ -52,9 +52,9 @@ from dscope.inspection import methods as M
 from dscope.inspection.types import FiberGeometry, ZoneMask
 from dscope.params import StrictModel
 
-MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton", "ridge", "blob"]
+MethodName = Literal["do2mr", "blackhat", "gradient", "lei", "skeleton", "ridge", "ridge_wide", "blob"]
 #: Methods that look for lines or edges; they are damped on the cladding boundary band.
-EDGE_METHODS = ("do2mr", "gradient", "lei", "skeleton", "ridge")
+EDGE_METHODS = ("do2mr", "gradient", "lei", "skeleton", "ridge", "ridge_wide")
 
 
 class MethodSettings(StrictModel):
@@ -129,6 +129,13 @@ class DetectionParams(StrictModel):
                                   "Hessian ridge path (image px; about half the widest thin line)")
     ridge_max_side_px: int = Field(default=1024, ge=64, le=4096, description="the ridge path runs on the glass "
                                    "zones' box at full resolution unless it is longer than this (then binned)")
+    ridge_wide_sigma_um: float = Field(default=0.8, gt=0, le=10, description="Gaussian scale of the wide "
+                                       "ridge path (method ridge_wide, run at the analysis resolution): "
+                                       "scratches a few micrometres wide, too wide for the full-resolution "
+                                       "ridge and too faint for LEI on a mottled glass")
+    ridge_wide_min_ratio: float = Field(default=2.0, ge=1, description="the wide ridge path runs only when its "
+                                        "scale in image pixels is at least this multiple of ridge_sigma_px (at "
+                                        "low magnification the full-resolution ridge already sees such lines)")
     ridge_profile_step_px: int = Field(default=2, ge=1, le=8, description="sub-sampling of the ridge's radial "
                                        "median profile (removes the rim line, core step and GI dot)")
     edge_band_um: float = Field(ge=0, description="half-width of the cladding-boundary band")
@@ -298,7 +305,8 @@ def _centre_dot(lab: np.ndarray, n: int, r_map: np.ndarray, max_offset_px: float
 
 def _ridge_response(
     crop: np.ndarray, glass: np.ndarray, kdown: int, origin_xy: tuple[int, int], geometry: FiberGeometry,
-    params: DetectionParams,
+    params: DetectionParams, sigma_px: float | None = None, max_side_px: int | None = None,
+    measure=M.hessian_ridge,
 ) -> np.ndarray:
     """Hessian ridge strength computed at (near) full resolution on the glass zones' box, max-pooled
     to the analysis grid; a scratch narrower than an analysis pixel keeps its full contrast there.
@@ -313,15 +321,16 @@ def _ridge_response(
     ys, xs = np.nonzero(glass)
     ay0, ay1, ax0, ax1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     side = max(ay1 - ay0, ax1 - ax0) * kdown
-    kr = max(1, int(math.ceil(side / params.ridge_max_side_px)))
+    sigma_px = params.ridge_sigma_px if sigma_px is None else sigma_px
+    kr = max(1, int(math.ceil(side / (params.ridge_max_side_px if max_side_px is None else max_side_px))))
     if kr >= kdown or kdown % kr:
         kr = kdown  # no full-resolution gain possible within the bound
     pool = kdown // kr
     win = crop[ay0 * kdown:ay1 * kdown, ax0 * kdown:ax1 * kdown]
     if kr > 1:
         win = cv2.resize(win, (win.shape[1] // kr, win.shape[0] // kr), interpolation=cv2.INTER_AREA)
-    sigma = max(params.ridge_sigma_px / kr, 0.5)
-    r = M.hessian_ridge(win, sigma)
+    sigma = max(sigma_px / kr, 0.5)
+    r = measure(win, sigma)
     half = (kr - 1) / 2.0
     r_map = M.normalized_radius_map(
         r.shape, (origin_xy[0] + ax0 * kdown + half, origin_xy[1] + ay0 * kdown + half), geometry.center_px,
@@ -733,6 +742,15 @@ def detect(
         resp = _ridge_response(crop, glass, kdown, (x0, y0), geometry, params)
         strengths["ridge"] = M.strength(zscore(resp), ms["ridge"].z_low, ms["ridge"].z_high)
         lap("ridge")
+    sigma_wide_px = params.ridge_wide_sigma_um * px_per_um
+    if "ridge_wide" in ms and sigma_wide_px >= params.ridge_wide_min_ratio * params.ridge_sigma_px:
+        # the same ridge measure at a scale of a few micrometres, on the analysis grid (a wide scratch
+        # spans several analysis pixels; at full resolution it would cost kdown^2 more for nothing)
+        resp = _ridge_response(crop, glass, kdown, (x0, y0), geometry, params,
+                               sigma_px=sigma_wide_px, max_side_px=1,
+                               measure=M.hessian_line)
+        strengths["ridge_wide"] = M.strength(zscore(resp), ms["ridge_wide"].z_low, ms["ridge_wide"].z_high)
+        lap("ridge_wide")
 
     # ---- fusion (noisy-OR) ---------------------------------------------------------------------
     miss = np.ones((hs, ws), np.float32)
