@@ -557,6 +557,19 @@ def strength(z: np.ndarray, z_low: float, z_high: float) -> np.ndarray:
     return out
 
 
+def _hessian_terms(image: np.ndarray, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Half trace and eigenvalue half-spread of the Hessian of the image smoothed by ``sigma_px``.
+
+    The eigenvalues are ``half_tr +- disc`` (three separable filters, float32).
+    """
+    img = np.asarray(image, np.float32)
+    sm = cv2.GaussianBlur(img, (0, 0), float(sigma_px))
+    dxx = cv2.Sobel(sm, cv2.CV_32F, 2, 0, ksize=3)
+    dyy = cv2.Sobel(sm, cv2.CV_32F, 0, 2, ksize=3)
+    dxy = cv2.Sobel(sm, cv2.CV_32F, 1, 1, ksize=3) * np.float32(0.25)
+    return (dxx + dyy) * np.float32(0.5), cv2.magnitude((dxx - dyy) * np.float32(0.5), dxy)
+
+
 def hessian_ridge(image: np.ndarray, sigma_px: float) -> np.ndarray:
     """Thin-line (ridge/valley) strength from the Hessian eigenvalues, both polarities.
 
@@ -587,13 +600,7 @@ def hessian_ridge(image: np.ndarray, sigma_px: float) -> np.ndarray:
     >>> bool(r[10, 10] > 5 * r[10, 3] + 1)
     True
     """
-    img = np.asarray(image, np.float32)
-    sm = cv2.GaussianBlur(img, (0, 0), float(sigma_px))
-    dxx = cv2.Sobel(sm, cv2.CV_32F, 2, 0, ksize=3)
-    dyy = cv2.Sobel(sm, cv2.CV_32F, 0, 2, ksize=3)
-    dxy = cv2.Sobel(sm, cv2.CV_32F, 1, 1, ksize=3) * np.float32(0.25)
-    half_tr = (dxx + dyy) * np.float32(0.5)
-    disc = cv2.magnitude((dxx - dyy) * np.float32(0.5), dxy)
+    half_tr, disc = _hessian_terms(image, sigma_px)
     # eigenvalues half_tr +- disc: the larger magnitude is |half_tr| + disc
     return (np.abs(half_tr) + disc).astype(np.float32)
 
@@ -627,14 +634,8 @@ def hessian_line(image: np.ndarray, sigma_px: float) -> np.ndarray:
     >>> bool(r[30, 20] > 5 * r[9, 9] + 1)
     True
     """
-    img = np.asarray(image, np.float32)
-    sm = cv2.GaussianBlur(img, (0, 0), float(sigma_px))
-    dxx = cv2.Sobel(sm, cv2.CV_32F, 2, 0, ksize=3)
-    dyy = cv2.Sobel(sm, cv2.CV_32F, 0, 2, ksize=3)
-    dxy = cv2.Sobel(sm, cv2.CV_32F, 1, 1, ksize=3) * np.float32(0.25)
-    half_tr = np.abs((dxx + dyy) * np.float32(0.5))
-    disc = cv2.magnitude((dxx - dyy) * np.float32(0.5), dxy)
-    return (np.float32(2.0) * np.minimum(half_tr, disc)).astype(np.float32)
+    half_tr, disc = _hessian_terms(image, sigma_px)
+    return (np.float32(2.0) * np.minimum(np.abs(half_tr), disc)).astype(np.float32)
 
 
 
