@@ -305,7 +305,7 @@ def _centre_dot(lab: np.ndarray, n: int, r_map: np.ndarray, max_offset_px: float
 
 def _ridge_response(
     crop: np.ndarray, glass: np.ndarray, kdown: int, origin_xy: tuple[int, int], geometry: FiberGeometry,
-    params: DetectionParams, sigma_px: float | None = None, max_side_px: int | None = None,
+    params: DetectionParams, sigma_px: float | None = None, analysis_scale: bool = False,
     measure=M.hessian_ridge,
 ) -> np.ndarray:
     """Hessian ridge strength computed at (near) full resolution on the glass zones' box, max-pooled
@@ -313,6 +313,10 @@ def _ridge_response(
 
     The radial median profile of the response (over angle) is subtracted, so the
     rotationally symmetric rim line, core step and graded-index dot do not respond.
+    ``sigma_px`` (image px, default ``params.ridge_sigma_px``) and ``measure``
+    (:func:`~dscope.inspection.methods.hessian_ridge` or ``hessian_line``) choose
+    the scale and the measure; ``analysis_scale`` computes it on the analysis grid
+    instead (a scale of several image pixels gains nothing at full resolution).
     """
     hs, ws = glass.shape
     out = np.zeros((hs, ws), np.float32)
@@ -322,7 +326,7 @@ def _ridge_response(
     ay0, ay1, ax0, ax1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     side = max(ay1 - ay0, ax1 - ax0) * kdown
     sigma_px = params.ridge_sigma_px if sigma_px is None else sigma_px
-    kr = max(1, int(math.ceil(side / (params.ridge_max_side_px if max_side_px is None else max_side_px))))
+    kr = kdown if analysis_scale else max(1, int(math.ceil(side / params.ridge_max_side_px)))
     if kr >= kdown or kdown % kr:
         kr = kdown  # no full-resolution gain possible within the bound
     pool = kdown // kr
@@ -747,7 +751,7 @@ def detect(
         # the same ridge measure at a scale of a few micrometres, on the analysis grid (a wide scratch
         # spans several analysis pixels; at full resolution it would cost kdown^2 more for nothing)
         resp = _ridge_response(crop, glass, kdown, (x0, y0), geometry, params,
-                               sigma_px=sigma_wide_px, max_side_px=1,
+                               sigma_px=sigma_wide_px, analysis_scale=True,
                                measure=M.hessian_line)
         strengths["ridge_wide"] = M.strength(zscore(resp), ms["ridge_wide"].z_low, ms["ridge_wide"].z_high)
         lap("ridge_wide")
