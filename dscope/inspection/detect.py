@@ -748,8 +748,9 @@ def detect(
         lap("ridge")
     sigma_wide_px = params.ridge_wide_sigma_um * px_per_um
     if "ridge_wide" in ms and sigma_wide_px >= params.ridge_wide_min_ratio * params.ridge_sigma_px:
-        # the same ridge measure at a scale of a few micrometres, on the analysis grid (a wide scratch
-        # spans several analysis pixels; at full resolution it would cost kdown^2 more for nothing)
+        # the line-only Hessian measure (blobs and mottle give 0) at a scale of a few micrometres, on the
+        # analysis grid (a wide scratch spans several analysis pixels; full resolution would cost kdown^2
+        # more for nothing)
         resp = _ridge_response(crop, glass, kdown, (x0, y0), geometry, params,
                                sigma_px=sigma_wide_px, analysis_scale=True,
                                measure=M.hessian_line)
