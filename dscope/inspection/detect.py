@@ -143,6 +143,12 @@ class DetectionParams(StrictModel):
     center_flat_um: float = Field(ge=0, description="background profile held flat inside this radius (central pits)")
     center_dot_max_offset_um: float = Field(ge=0, description="a spot centred within this of the fiber centre ...")
     center_dot_max_diameter_um: float = Field(ge=0, description="... and no wider than this is the graded-index dot")
+    gi_dot_max_offset_um: float = Field(default=1.0, ge=0, description="on a graded-index fiber (fiber type "
+                                        "graded_index): the centre dot's offset limit instead (core/cladding "
+                                        "concentricity, up to 1.5 um for multimode fibers, plus the centre fit)")
+    gi_dot_max_diameter_um: float = Field(default=4.0, ge=0, description="on a graded-index fiber: the centre "
+                                          "dot's area-equivalent diameter limit instead (a centre dip of a few um, "
+                                          "blurred)")
     rim_band_fraction: float = Field(gt=0, le=1, description="a region with this share of its pixels in the band is the boundary itself")
     confidence_threshold: float = Field(gt=0, lt=1, description="seed level of the fused confidence")
     confidence_low: float = Field(gt=0, lt=1, description="growth level of the fused confidence (hysteresis)")
@@ -296,8 +302,8 @@ def _centre_dot(lab: np.ndarray, n: int, r_map: np.ndarray, max_offset_px: float
     ll = lab[ys, xs]
     counts = np.bincount(ll, minlength=n)
     cnt1 = np.maximum(counts, 1)
-    cy_c = (np.bincount(ll, weights=ys, minlength=n) / cnt1).astype(np.int64)
-    cx_c = (np.bincount(ll, weights=xs, minlength=n) / cnt1).astype(np.int64)
+    cy_c = np.rint(np.bincount(ll, weights=ys, minlength=n) / cnt1).astype(np.int64)
+    cx_c = np.rint(np.bincount(ll, weights=xs, minlength=n) / cnt1).astype(np.int64)
     r_cent = r_map[np.clip(cy_c, 0, lab.shape[0] - 1), np.clip(cx_c, 0, lab.shape[1] - 1)]
     eq_diam = 2.0 * np.sqrt(counts / math.pi)
     return (r_cent <= max_offset_px) & (eq_diam <= max_diam_px)
@@ -514,7 +520,8 @@ def empty_detection(roi: tuple[int, int, int, int], noise_sigma: float = 0.0) ->
 
 
 def detect(
-    gray: np.ndarray, geometry: FiberGeometry, zones: list[ZoneMask], params: DetectionParams, px_per_um: float
+    gray: np.ndarray, geometry: FiberGeometry, zones: list[ZoneMask], params: DetectionParams, px_per_um: float,
+    graded_index: bool = False,
 ) -> Detection:
     """Find defect candidates inside the union of ``zones``.
 
@@ -530,6 +537,9 @@ def detect(
         Profile settings.
     px_per_um : float
         Image pixels per micrometre along the major axis.
+    graded_index : bool
+        The fiber type has a graded-index core: its normal centre dot is
+        recognised within ``gi_dot_*`` instead of ``center_dot_*``.
 
     Returns
     -------
@@ -812,8 +822,9 @@ def detect(
         lab_r = np.where(refined, lab, 0)
         # a small dark/bright spot exactly at the centre is the graded-index dot (normal); judged on the
         # whole region, before it is split into pieces
-        dot = _centre_dot(lab_r, n, r_map, params.center_dot_max_offset_um * ppu,
-                          params.center_dot_max_diameter_um * ppu)
+        dot_offset_um, dot_diam_um = ((params.gi_dot_max_offset_um, params.gi_dot_max_diameter_um) if graded_index
+                                      else (params.center_dot_max_offset_um, params.center_dot_max_diameter_um))
+        dot = _centre_dot(lab_r, n, r_map, dot_offset_um * ppu, dot_diam_um * ppu)
         if params.split_gap_px > 0 and refined.any():
             # pieces of a refined region further apart than the gap are separate defects (a weak
             # pit is not swallowed by a strong neighbour through their shared low-confidence halo)

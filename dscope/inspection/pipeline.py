@@ -141,7 +141,8 @@ def inspect_image(gray: np.ndarray, params: PipelineParams) -> InspectionResult:
     zones = build_zone_masks(gray.shape, geometry, zone_defs, zone_scale, roi, lazy=True)
     clock.lap("zones")
 
-    passes, _ = detect_tiered(gray, geometry, zones, params.detection, params.fine_tier, px_per_um)
+    passes, _ = detect_tiered(gray, geometry, zones, params.detection, params.fine_tier, px_per_um,
+                              params.graded_index)
     clock.lap("detect")
     defects = characterize_tiers(gray, passes, geometry, scale, px_per_um, params.classification)
     clock.lap("classify")

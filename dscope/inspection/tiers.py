@@ -115,6 +115,7 @@ def detect_tiered(
     params: DetectionParams,
     fine_tier: FineTierParams | None,
     px_per_um: float,
+    graded_index: bool = False,
 ) -> tuple[list[tuple[Detection, list[ZoneMask]]], dict]:
     """Detection passes of a profile: ``[(detection, zones)]`` ready for :func:`characterize_tiers`.
 
@@ -134,7 +135,7 @@ def detect_tiered(
     >>> len(passes), info["fine_zones"]
     (2, ['core', 'cladding'])
     """
-    coarse = detect(gray, geometry, list(zones), params, px_per_um)
+    coarse = detect(gray, geometry, list(zones), params, px_per_um, graded_index)
     info: dict = {"fine_zones": []}
     fine_zones = [z for z in zones if fine_tier is not None and z.name in fine_tier.zones]
     if not fine_zones:
@@ -145,7 +146,7 @@ def detect_tiered(
         return [(coarse, list(zones))], info
     fz = zones_on_roi(fine_zones, geometry, roi)
     fine_params = params.model_copy(update={"max_analysis_side_px": fine_tier.max_analysis_side_px})
-    fine = detect(gray, geometry, fz, fine_params, px_per_um)
+    fine = detect(gray, geometry, fz, fine_params, px_per_um, graded_index)
     coarse_kept, fine_kept, counts = merge_tiers(coarse, fine, geometry, outer_px)
     info.update(fine_zones=[z.name for z in fine_zones], fine_analysis_scale=fine.analysis_scale,
                 coarse_analysis_scale=coarse.analysis_scale, **counts)
