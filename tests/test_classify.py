@@ -269,3 +269,49 @@ def test_line_width_is_never_negative_on_a_regression_frame():
         for key in ("width_um", "diameter_um", "length_um", "width_px", "diameter_px"):
             assert d[key] is not None and d[key] > 0, (key, d[key])
     assert doc["status"] in ("PASS", "FAIL")
+
+
+def _with_classification(**update):
+    return CFG.model_copy(update={"classification": CP.model_copy(update=update)})
+
+
+def test_smooth_swell_of_the_glass_is_not_dirt_on_a_regression_frame():
+    # benchmark seed 89, frame 199: no defect in the truth; a broad, faint swell of the cladding's
+    # brightness (contrast-to-noise 2.7) answered the top-hat path alone and failed the connector as 10 um dirt
+    from dscope.runner import RunSettings, inspect_array
+    from test_detect import benchmark_frame
+    spec, img, truth = benchmark_frame(89, 199)
+    assert not [d for d in truth.defects if d.detectable]
+    doc = inspect_array(img, RunSettings.create(CFG, fiber_type=spec.fiber_type, profile="deep_inspection"))
+    assert doc["status"] == "PASS" and not [d for d in doc["defects"] if d["zone"] in ("core", "cladding")]
+    off = _with_classification(shading_min_diameter_um=0.0)
+    doc_off = inspect_array(img, RunSettings.create(off, fiber_type=spec.fiber_type, profile="deep_inspection"))
+    swell = [d for d in doc_off["defects"] if d["zone"] == "cladding"]
+    assert doc_off["status"] == "FAIL" and swell and swell[0]["diameter_um"] >= CP.shading_min_diameter_um
+    assert swell[0]["cnr"] < CP.shading_max_cnr
+
+
+@pytest.mark.parametrize("seed", [50, 52])
+def test_faint_soft_dirt_passes_the_shading_gate(seed):
+    # an oil film of contrast-to-noise ~3.4: faint and wide like a swell, but the region path sees it
+    defs, t, _ = measure([DefectSpec("contamination", zone="cladding", size_um=30, contrast=11, style="film")],
+                         seed=seed, noise_sigma=3.0)
+    d = matching(defs, t, t.defects[0].id)
+    assert d is not None and d.type == "contamination"
+    assert d.cnr < CP.shading_max_cnr and d.diameter_um >= CP.shading_min_diameter_um, "the gate was applied"
+    assert d.features["evidence"]["blob"] >= CP.shading_max_support
+
+
+def test_particle_across_the_cladding_boundary_is_judged_on_each_side_on_a_regression_frame():
+    # benchmark seed 89, frame 192: a 57 um bright particle over the boundary of a dark fiber: clear on the
+    # glass, faint against the textured ferrule; judged on its whole ring (contrast-to-noise 1.8) it was dropped
+    from dscope.runner import RunSettings, inspect_array
+    from test_detect import benchmark_frame
+    spec, img, truth = benchmark_frame(89, 192)
+    t = next(d for d in truth.defects if d.type == "contamination")
+    doc = inspect_array(img, RunSettings.create(CFG, fiber_type=spec.fiber_type, profile="deep_inspection"))
+    near = [d for d in doc["defects"] if np.hypot(d["centroid_px"][0] - t.centroid_px[0],
+                                                  d["centroid_px"][1] - t.centroid_px[1]) < 30]
+    assert near and near[0]["type"] == "contamination" and near[0]["diameter_um"] > 0.6 * t.diameter_um
+    assert doc["status"] == "FAIL"
+    assert any(near[0]["id"] in v["defect_ids"] and v["zone"] == "cladding" for v in doc["violations"])

@@ -513,3 +513,85 @@ def test_graded_index_dot_is_not_a_defect_end_to_end_on_a_regression_frame():
     step = dataclasses.replace(settings, graded_index=False)
     doc_step = inspect_array(img, step, image_info={})
     assert [d for d in doc_step["defects"] if d["zone"] == "core"]
+
+
+def benchmark_frame(seed: int, index: int):
+    """Frame ``index`` of the grading benchmark's stream for ``seed`` (benchmarks/bench_grading.py)."""
+    from dscope.synth import scenario_specs
+    scen = ["mixed", "mixed", "mixed", "clean"]
+    streams = {s: scenario_specs(seed, 300, s, width=1024, height=768) for s in set(scen)}
+    for i in range(index + 1):
+        spec = next(streams[scen[i % 4]])
+    img, truth = render(spec)
+    return spec, img, truth
+
+
+# ---- line linking --------------------------------------------------------------------------------
+def _pieces(shape=(60, 200), segs=((10, 60), (75, 130)), row=30, dy=0, half_width=1):
+    """Label map of horizontal bar pieces ``segs`` (x ranges) on ``row`` (the second shifted by ``dy``)."""
+    lab = np.zeros(shape, np.int32)
+    for k, (a, b) in enumerate(segs, start=1):
+        r = row + (dy if k == 2 else 0)
+        lab[r - half_width:r + half_width + 1, a:b] = k
+    return lab
+
+
+def _link(lab, z, pol=(-1.0, -1.0), **over):
+    from dscope.inspection.detect import _link_collinear
+    n = int(lab.max()) + 1
+    params = DEEP.model_copy(update={"link_max_gap_um": 10.0, **over})
+    p = np.concatenate([[1.0], pol]).astype(np.float32)
+    return _link_collinear(lab, n, p, np.ones(n, np.float32), z, np.ones(lab.shape, bool), params, 2.0)
+
+
+def test_collinear_pieces_of_a_faint_line_are_linked_and_bridged():
+    lab = _pieces()
+    z = np.zeros(lab.shape, np.float32)
+    z[29:32, :] = -1.5  # the line continues, faintly, across the gap
+    out, roots = _link(lab, z)
+    assert roots[2] == 1 and out[30, 20] == out[30, 100] == 1
+    assert np.all(out[30, 60:75] == 1), "the gap is bridged"
+    assert out[10, 65] == 0 and (out > 0).sum() < (lab > 0).sum() + 15 * 3 + 1, "only the gap is added"
+
+
+def test_linking_needs_the_line_to_continue_in_the_gap():
+    lab = _pieces()
+    out, roots = _link(lab, np.zeros(lab.shape, np.float32))
+    assert roots[2] == 2 and np.array_equal(out, lab), "unrelated collinear pieces stay apart"
+    z = np.zeros(lab.shape, np.float32)
+    z[29:32, :] = +1.5  # residual of the other sign between two dark pieces
+    assert _link(lab, z)[1][2] == 2
+
+
+def test_parallel_offset_far_or_opposite_pieces_are_not_linked():
+    z = np.full((60, 200), -3.0, np.float32)
+    assert _link(_pieces(dy=8), z)[1][2] == 2, "offset from the axis: a parallel line"
+    assert _link(_pieces(segs=((10, 60), (40, 110)), dy=4), z)[1][2] == 2, "side by side"
+    assert _link(_pieces(segs=((10, 40), (90, 130))), z)[1][2] == 2, "gap of 25 um > 10 um"
+    assert _link(_pieces(), z, pol=(-1.0, 1.0))[1][2] == 2, "opposite polarity"
+    lab = _pieces(segs=((10, 60),))
+    lab[5:25, 70:73] = 2  # a perpendicular piece beyond the end
+    assert _link(lab, z)[1][2] == 2
+    assert _link(_pieces(), z, link_max_gap_um=1.0)[1][2] == 2, "gap of 7.5 um above a 1 um limit"
+
+
+def test_faint_scratch_found_in_fragments_is_one_scratch_on_a_regression_frame():
+    # benchmark seed 101, frame 46: a 36 um scratch of CNR 2.1 was found as three pieces; the middle one,
+    # 2 um long, was classed a crack and failed the connector
+    from dscope.runner import RunSettings, inspect_array
+    spec, img, truth = benchmark_frame(101, 46)
+    t = next(d for d in truth.defects if d.type == "scratch")
+    doc = inspect_array(img, RunSettings.create(CFG, fiber_type=spec.fiber_type, profile="deep_inspection"))
+    near = [d for d in doc["defects"] if np.hypot(d["centroid_px"][0] - t.centroid_px[0],
+                                                  d["centroid_px"][1] - t.centroid_px[1]) < 40]
+    assert len(near) == 1 and near[0]["type"] == "scratch", [(d["type"], d["centroid_px"]) for d in near]
+    assert near[0]["length_um"] > 0.5 * t.length_um
+    # without linking the same frame reports the pieces
+    prof = CFG.profiles["deep_inspection"]
+    det_off = prof.detection.model_copy(update={"link_max_gap_um": 0.0})
+    cfg_off = CFG.model_copy(update={"profiles": {**CFG.profiles, "deep_inspection": prof.model_copy(
+        update={"detection": det_off})}})
+    doc_off = inspect_array(img, RunSettings.create(cfg_off, fiber_type=spec.fiber_type, profile="deep_inspection"))
+    near_off = [d for d in doc_off["defects"] if np.hypot(d["centroid_px"][0] - t.centroid_px[0],
+                                                          d["centroid_px"][1] - t.centroid_px[1]) < 40]
+    assert len(near_off) > 1

@@ -106,9 +106,10 @@ class ClassificationParams(StrictModel):
     ring_gap_px: int = Field(ge=0, le=20, description="gap between a defect and its local-background ring")
     ring_width_px: int = Field(ge=1, le=30, description="width of the local-background ring")
     ring_edge_exclusion_um: float = Field(default=0.0, ge=0, le=50, description="min_cnr gate: a defect below "
-                                          "min_cnr against its whole ring is kept when it reaches it against the "
-                                          "ring pixels on its own side of the cladding boundary, farther than "
-                                          "this from it (0 = whole ring only); features use the whole ring")
+                                          "min_cnr against its whole ring is kept when its pixels on either side "
+                                          "of the cladding boundary reach it against the ring pixels on that "
+                                          "side, farther than this from it (0 = whole ring only); features use "
+                                          "the whole ring")
     min_ring_px: int = Field(ge=3, description="fewer ring pixels: the detection's glass noise is used instead")
     sharpness_smooth_sigma_px: float = Field(gt=0, le=3, description="Gaussian smoothing before the boundary gradient")
     depth_percentile: float = Field(ge=50, le=100, description="percentile of a line's mask values taken as its depth")
@@ -117,6 +118,17 @@ class ClassificationParams(StrictModel):
     min_noise_sigma: float = Field(gt=0, description="floor of the local noise used for contrast-to-noise")
     min_cnr: float = Field(ge=0, description="defects below this contrast-to-noise against their own local "
                            "background are not reported (haze, mottling); not applied on the cladding edge band")
+    shading_min_diameter_um: float = Field(default=0.0, ge=0, description="shading gate: a faint region "
+                                           "(contrast-to-noise under shading_max_cnr) at least this wide that none "
+                                           "of shading_methods supports (mean strength under shading_max_support) is "
+                                           "a smooth swell of the background, not dirt: the region path sees "
+                                           "extended dirt and the edge paths see its rim, while the top-hat and "
+                                           "line paths answer to any broad bump (0 = off)")
+    shading_max_cnr: float = Field(default=4.0, ge=0, description="the shading gate applies below this")
+    shading_methods: list[str] = Field(default_factory=lambda: ["do2mr", "gradient", "blob"],
+                                       description="methods whose support makes a faint wide region real")
+    shading_max_support: float = Field(default=0.1, ge=0, le=1, description="mean strength under which a "
+                                       "method does not support the region")
     skeleton_smooth_px: float = Field(gt=0, le=3, description="polygon tolerance smoothing the skeleton before its length")
     skeleton_max_halfwidth_px: float = Field(default=0.0, ge=0, le=50, description="regions wider than twice "
                                              "this are thinned on a binned mask (bounded cost; 0 = never)")
@@ -474,31 +486,36 @@ def characterize(
             if np.count_nonzero(~outside) >= params.min_ring_px:
                 ring[ry[outside], rx[outside]] = False
 
-        def ring_stats(ring: np.ndarray) -> tuple[float, float, float]:
+        def ring_stats(ring: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
             ring_vals = res[ring]
             enough = ring_vals.size >= params.min_ring_px
             bg_level = float(np.median(ring_vals)) if enough else 0.0
             noise = MAD_TO_SIGMA * float(np.median(np.abs(ring_vals - bg_level))) if enough else 0.0
             noise = max(noise, 0.0 if enough else detection.noise_sigma, params.min_noise_sigma)
-            inside = res[m] - bg_level
+            inside = res[mask] - bg_level
             contrast = float(np.percentile(inside, 90)) if inside.size else 0.0
             return bg_level, noise, contrast
 
-        bg_level, noise, contrast = ring_stats(ring)
+        bg_level, noise, contrast = ring_stats(ring, m)
         gate_cnr = contrast / noise
         if params.ring_edge_exclusion_um > 0 and gate_cnr < params.min_cnr:
-            # keep/drop gate: the local background from the defect's own side of the cladding boundary
-            # (the rim line and the ferrule beyond it are not the glass's noise, and vice versa); the
-            # features below keep the whole ring
-            ring = ring.copy()
+            # keep/drop gate: each side of the cladding boundary the defect occupies is judged on its own,
+            # its pixels there against the ring pixels there (the rim line and the ferrule beyond it are
+            # not the glass's noise, and vice versa: a particle across the boundary is as clear on the
+            # glass as it is faint on a textured ferrule); the features below keep the whole ring
             ry, rx = np.nonzero(ring)
             r_ring = patch_radii(ry, rx, cy0, cx0)
-            r_in = float(np.median(patch_radii(*np.nonzero(m), cy0, cx0)))
+            my, mx = np.nonzero(m)
+            r_m = patch_radii(my, mx, cy0, cx0)
             excl = params.ring_edge_exclusion_um * ppu
-            side = (r_ring < r_clad - excl) if r_in < r_clad else (r_ring > r_clad + excl)
-            if np.count_nonzero(side) >= params.min_ring_px:
-                ring[ry[~side], rx[~side]] = False
-                _, n_side, c_side = ring_stats(ring)
+            for ring_side, m_side in ((r_ring < r_clad - excl, r_m < r_clad), (r_ring > r_clad + excl, r_m >= r_clad)):
+                if np.count_nonzero(ring_side) < params.min_ring_px or np.count_nonzero(m_side) < params.min_ring_px:
+                    continue
+                ring_s = np.zeros_like(ring)
+                ring_s[ry[ring_side], rx[ring_side]] = True
+                mask_s = np.zeros_like(m)
+                mask_s[my[m_side], mx[m_side]] = True
+                _, n_side, c_side = ring_stats(ring_s, mask_s)
                 gate_cnr = max(gate_cnr, c_side / n_side)
         inside = res[m] - bg_level
         # geometry of the mask
@@ -580,6 +597,11 @@ def characterize(
             cnr=float(contrast / noise),
         )
         if gate_cnr < params.min_cnr and not touches:
+            continue
+        if (params.shading_min_diameter_um > 0 and gate_cnr < params.shading_max_cnr and not touches
+                and diameter >= params.shading_min_diameter_um * ppu
+                and all(cand.evidence.get(k, 0.0) < params.shading_max_support for k in params.shading_methods)
+                and any(k in cand.evidence for k in params.shading_methods)):
             continue
         cls = classify(feats, params)
         line = cls in ("scratch", "crack")

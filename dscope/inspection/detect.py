@@ -198,6 +198,23 @@ class DetectionParams(StrictModel):
     ring_hypotheses: int = Field(default=300, ge=10, le=5000, description="RANSAC circles per seed")
     ring_samples: int = Field(default=72, ge=12, le=720, description="points sampled along each circle")
     ring_max_seeds: int = Field(default=12, ge=0, description="pieces tried as ring seeds (most confident first)")
+    link_max_gap_um: float = Field(default=0.0, ge=0, description="line linking: kept line-like pieces of one "
+                                   "polarity, near-collinear and with facing ends at most this far apart, are one "
+                                   "defect (a faint scratch found as fragments; 0 = off)")
+    link_max_angle_deg: float = Field(default=10.0, gt=0, le=45, description="largest direction difference of "
+                                      "linked pieces")
+    link_max_offset_um: float = Field(default=1.5, ge=0, description="largest distance of a piece's facing end "
+                                      "from the other piece's axis")
+    link_min_offset_px: float = Field(default=1.5, ge=0, description="lower clamp of that distance "
+                                      "(analysis px)")
+    link_min_aspect: float = Field(default=2.5, ge=1, description="a piece is line-like when its principal "
+                                   "length is at least this multiple of its width")
+    link_min_length_um: float = Field(default=2.0, ge=0, description="and at least this long")
+    link_min_gap_z: float = Field(default=1.0, ge=0, description="mean residual z (of the pieces' polarity) "
+                                  "along the gap between them: the line continues there, faintly (unrelated "
+                                  "collinear specks have ~0)")
+    link_max_pieces: int = Field(default=64, ge=2, description="line-like pieces considered (most confident "
+                                 "first; bounded work)")
     min_area_um2: float = Field(ge=0, description="smallest defect kept")
     min_area_px: int = Field(ge=1, description="and at least this many analysis pixels")
     baseline: BaselineParams
@@ -404,6 +421,125 @@ def _merge_by_support(
     new_keep = np.zeros(m, bool)
     np.logical_or.at(new_keep, pn, keep[po])
     return new_lab, m, new_pol, new_dot, new_keep
+
+
+def _line_axes(lab: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Principal-axis line fit of labels ``0..n-1``.
+
+    Returns per label: centroid ``(cx, cy)``, unit direction ``(ux, uy)``, the
+    length and width of the bar of whole pixels with the same second moments
+    (``sqrt(12 * eigenvalue + 1)``) and the pixel count.
+    """
+    fy, fx = np.nonzero(lab)
+    fl = lab[fy, fx]
+    cnt = np.bincount(fl, minlength=n).astype(np.float64)
+    c = np.maximum(cnt, 1.0)
+    cx = np.bincount(fl, fx, n) / c
+    cy = np.bincount(fl, fy, n) / c
+    dx, dy = fx - cx[fl], fy - cy[fl]
+    sxx = np.bincount(fl, dx * dx, n) / c
+    syy = np.bincount(fl, dy * dy, n) / c
+    sxy = np.bincount(fl, dx * dy, n) / c
+    theta = 0.5 * np.arctan2(2.0 * sxy, sxx - syy)
+    half_tr, disc = 0.5 * (sxx + syy), np.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    length = np.sqrt(12.0 * (half_tr + disc) + 1.0)  # exact for a bar of whole pixels: var = (n^2 - 1) / 12
+    width = np.sqrt(12.0 * np.maximum(half_tr - disc, 0.0) + 1.0)
+    return cx, cy, np.cos(theta), np.sin(theta), length, width, cnt
+
+
+def _link_collinear(
+    lab: np.ndarray, n: int, pol: np.ndarray, score: np.ndarray, z_signed: np.ndarray, union: np.ndarray,
+    params: DetectionParams, ppu: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join collinear line-like pieces of one polarity into one defect (a scratch found in fragments).
+
+    Two line-like pieces (principal length >= ``link_min_aspect`` x width and
+    >= ``link_min_length_um``) are linked when both lie along the chord through
+    their centroids (each piece's ends within ``link_max_offset_um`` of it, and
+    its direction within ``link_max_angle_deg`` of it unless the piece is so
+    short that the offset alone decides), the gap between them along the chord
+    is at most ``link_max_gap_um`` (they do not run side by side), and the
+    residual along the gap has the pieces' sign (mean z >=
+    ``link_min_gap_z``): the line continues there, only fainter.  Linked pieces
+    take the lowest label and the gap is bridged by a line as wide as the
+    narrower piece (inside ``union``, on unlabelled pixels only).
+
+    Returns the relabelled map and ``roots`` (old label -> surviving label).
+    """
+    roots = np.arange(n)
+    cx, cy, ux, uy, length, width, cnt = _line_axes(lab, n)
+    line = (length >= params.link_min_aspect * width) & (length >= params.link_min_length_um * ppu) & (cnt > 0)
+    line[0] = False
+    ids = np.flatnonzero(line)
+    if ids.size < 2:
+        return lab, roots
+    ids = ids[np.argsort(-score[ids], kind="stable")][: params.link_max_pieces]
+    sin_max = math.sin(math.radians(params.link_max_angle_deg))
+    gap_max = params.link_max_gap_um * ppu
+    off_max = max(params.link_max_offset_um * ppu, params.link_min_offset_px)
+    h, w = lab.shape
+
+    def find(a: int) -> int:
+        while roots[a] != a:
+            roots[a] = roots[roots[a]]
+            a = roots[a]
+        return a
+
+    bridges = []
+    for k, i in enumerate(ids):  # loop over pieces (bounded), never pixels
+        for j in ids[k + 1:]:
+            if pol[i] != pol[j]:
+                continue
+            vx, vy = cx[j] - cx[i], cy[j] - cy[i]
+            dist = math.hypot(vx, vy)
+            gap = dist - 0.5 * (length[i] + length[j])
+            if dist == 0 or gap > gap_max or gap < -0.25 * min(length[i], length[j]):
+                continue
+            vx, vy = vx / dist, vy / dist
+            ok = True
+            for q in (i, j):
+                sin_q = abs(ux[q] * vy - uy[q] * vx)
+                if sin_q * 0.5 * length[q] > off_max or (sin_q > sin_max and 0.5 * length[q] * sin_max > off_max):
+                    ok = False
+                    break
+            if not ok:
+                continue
+            # facing ends along the chord and the residual between them
+            si = 1.0 if (ux[i] * vx + uy[i] * vy) >= 0 else -1.0
+            sj = -1.0 if (ux[j] * vx + uy[j] * vy) >= 0 else 1.0
+            p0 = (cx[i] + si * 0.5 * (length[i] - 1) * ux[i], cy[i] + si * 0.5 * (length[i] - 1) * uy[i])
+            p1 = (cx[j] + sj * 0.5 * (length[j] - 1) * ux[j], cy[j] + sj * 0.5 * (length[j] - 1) * uy[j])
+            m = max(int(math.ceil(math.hypot(p1[0] - p0[0], p1[1] - p0[1]))), 1) + 1
+            xs = np.clip(np.rint(np.linspace(p0[0], p1[0], m)).astype(np.int64), 0, w - 1)
+            ys = np.clip(np.rint(np.linspace(p0[1], p1[1], m)).astype(np.int64), 0, h - 1)
+            free = lab[ys, xs] == 0
+            if free.any() and float(np.mean(z_signed[ys[free], xs[free]])) * pol[i] < params.link_min_gap_z:
+                continue
+            ri, rj = find(int(i)), find(int(j))
+            if ri != rj:
+                roots[max(ri, rj)] = min(ri, rj)
+            bridges.append((p0, p1, max(int(round(min(width[i], width[j]))), 1)))
+    if not bridges:
+        return lab, roots
+    roots = np.array([find(a) for a in range(n)])
+    out = roots[lab].astype(np.int32)
+    for p0, p1, thick in bridges:
+        # the bridge: pixels closer than thick / 2 to the segment p0-p1 (its box only)
+        half = 0.5 * thick
+        xa, xb = max(int(math.floor(min(p0[0], p1[0]) - half)), 0), min(int(math.ceil(max(p0[0], p1[0]) + half)) + 1, w)
+        ya, yb = max(int(math.floor(min(p0[1], p1[1]) - half)), 0), min(int(math.ceil(max(p0[1], p1[1]) + half)) + 1, h)
+        if xa >= xb or ya >= yb:
+            continue
+        yy, xx = np.mgrid[ya:yb, xa:xb]
+        sx, sy = p1[0] - p0[0], p1[1] - p0[1]
+        tt = np.clip(((xx - p0[0]) * sx + (yy - p0[1]) * sy) / max(sx * sx + sy * sy, 1e-9), 0.0, 1.0)
+        on = np.hypot(xx - p0[0] - tt * sx, yy - p0[1] - tt * sy) < half
+        sub = out[ya:yb, xa:xb]
+        hit = sub[on]
+        r = int(hit.max()) if hit.size else 0  # the bridge's ends lie on its pieces: their (shared) root
+        if r:
+            sub[on & (sub == 0) & union[ya:yb, xa:xb]] = r
+    return out, roots
 
 
 def _label_boxes(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -878,14 +1014,26 @@ def detect(
         k_n = kept_ids.size
         newid[kept_ids] = np.arange(1, k_n + 1, dtype=np.int32)
         labels_s = newid[lab_r]
+        pol_k = np.concatenate([[1.0], pol[kept_ids]]).astype(np.float32)
+        if k_n > 1 and params.link_max_gap_um > 0:
+            fg_k = labels_s > 0
+            score_k = _label_max(conf[fg_k], labels_s[fg_k], k_n + 1)
+            labels_s, roots = _link_collinear(labels_s, k_n + 1, pol_k, score_k, z_res, union, params, ppu)
+            alive = np.flatnonzero(roots[1:] == np.arange(1, k_n + 1)) + 1
+            if alive.size < k_n:  # renumber the survivors 1..k
+                ren = np.zeros(k_n + 1, np.int32)
+                ren[alive] = np.arange(1, alive.size + 1, dtype=np.int32)
+                labels_s = ren[labels_s]
+                pol_k = np.concatenate([[1.0], pol_k[alive]]).astype(np.float32)
+                k_n = alive.size
         if k_n:
             fg2 = labels_s > 0
             l2 = labels_s[fg2]
             cnt2 = np.maximum(np.bincount(l2, minlength=k_n + 1), 1)
             score = _label_max(conf[fg2], l2, k_n + 1)
             ev = {name: np.bincount(l2, weights=s[fg2], minlength=k_n + 1) / cnt2 for name, s in strengths.items()}
-            for j, old in enumerate(kept_ids, start=1):
-                cands_info.append((j, "dark" if pol[old] < 0 else "bright", float(score[j]),
+            for j in range(1, k_n + 1):
+                cands_info.append((j, "dark" if pol_k[j] < 0 else "bright", float(score[j]),
                                    {name: float(ev[name][j]) for name in ev}))
 
     lap("segmentation")
