@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detection import contour_object, match, truth_geometry, truth_zone_masks  # noqa: E402
 
-from dscope.config import load_config  # noqa: E402
+from dscope.config import default_config_path, parse_config  # noqa: E402
 from dscope.inspection.classify import LOGISTIC_FEATURES, feature_vector  # noqa: E402
 from dscope.inspection.tiers import characterize_tiers, detect_tiered  # noqa: E402
 from dscope.inspection.types import DEFECT_TYPES, Scale  # noqa: E402
@@ -51,8 +51,26 @@ from dscope.synth import random_spec, render  # noqa: E402
 SCENARIOS = ("mixed", "scratch", "pit", "chip", "crack", "contamination")
 
 
+def config_without_models(config=None):
+    """The configuration with every classifier model removed (rules classifier).
+
+    The features do not depend on the classifier, and a feature change makes the shipped models invalid
+    (their feature lists no longer match): training must not need them.
+    """
+    p = Path(config) if config else default_config_path()
+    data = json.loads(p.read_text())
+    sections = [data.get("classification", {})] + [pr for pr in data.get("profiles", {}).values()]
+    for sec in sections:
+        for key in ("logistic", "trees_model"):
+            if key in sec:
+                sec[key] = None
+        if "classifier" in sec:
+            sec["classifier"] = "rules"
+    return parse_config(data, str(p))
+
+
 def collect(n: int, seed: int, config=None, profile: str = "deep_inspection"):
-    cfg = load_config(config)
+    cfg = config_without_models(config)
     prof = cfg.profile(profile)
     # classes come from the truth; the classifier's own weights do not matter for the features
     cls_params = cfg.classification_for(profile)

@@ -315,3 +315,65 @@ def test_particle_across_the_cladding_boundary_is_judged_on_each_side_on_a_regre
     assert near and near[0]["type"] == "contamination" and near[0]["diameter_um"] > 0.6 * t.diameter_um
     assert doc["status"] == "FAIL"
     assert any(near[0]["id"] in v["defect_ids"] and v["zone"] == "cladding" for v in doc["violations"])
+
+
+def test_jaggedness_tells_a_kinked_line_from_a_bowed_or_straight_one():
+    from dscope.inspection.classify import _jaggedness
+    xs = np.arange(10, 190)
+    straight = np.zeros((80, 200), bool)
+    straight[40, xs] = True
+    bowed = np.zeros((80, 200), bool)  # a circular arc, sagitta 15 px over 180 px
+    r = (90.0 ** 2 + 15.0 ** 2) / 30.0
+    bowed[np.rint(25 + r - np.sqrt(r * r - (xs - 100.0) ** 2) ).astype(int), xs] = True
+    rng = np.random.default_rng(3)  # a random walk with kinks every 15 px, as cracks run
+    kinked = np.zeros((80, 200), bool)
+    y = 40.0 + np.cumsum(np.repeat(rng.normal(0, 0.5, 12), 15))[: xs.size]
+    kinked[np.clip(np.rint(y), 0, 79).astype(int), xs] = True
+    j = {k: _jaggedness(m, np.eye(2), 1.0) for k, m in (("straight", straight), ("bowed", bowed), ("kinked", kinked))}
+    assert j["straight"] < 0.05 and j["bowed"] < 0.5, j
+    assert j["kinked"] > 2 * max(j["bowed"], 0.3), j
+    assert _jaggedness(kinked, np.eye(2), 4.0) == pytest.approx(j["kinked"] / 4.0), "in line widths"
+
+
+def test_crack_is_more_jagged_than_a_scratch_of_the_same_size():
+    specs = [DefectSpec("crack", zone="cladding", size_um=45, width_um=1.0, contrast=35, branches=0,
+                        radius_um=30, angle_deg=200),
+             DefectSpec("scratch", zone="cladding", size_um=45, width_um=1.0, contrast=35, radius_um=30,
+                        angle_deg=20, curvature=0.08)]
+    defs, t, _ = measure(specs, seed=28)
+    got = {td.type: matching(defs, t, td.id) for td in t.defects}
+    assert got["crack"] is not None and got["scratch"] is not None
+    assert got["crack"].features["jaggedness"] > 2 * got["scratch"].features["jaggedness"]
+
+
+def test_class_score_offsets_shift_only_close_decisions_and_reject_unknown_classes():
+    from dscope.inspection.classify import classify_logistic
+    # a two-feature-free model: logits = bias; scratch 1.0 ahead of crack
+    data = CP.logistic.model_dump()
+    nf, nc = len(data["features"]), len(data["classes"])
+    bias = [0.0] * nc
+    bias[data["classes"].index("scratch")] = 1.0
+    bias[data["classes"].index("crack")] = 0.4
+    model = LogisticModel.model_validate({**data, "weights": [[0.0] * nc for _ in range(nf)], "bias": bias})
+    f = dict(elongation=20.0, aspect_ratio=8.0, length_um=30.0, tortuosity=1.05, branch_points=0, touches_edge=False,
+             outside_fraction=0.0, sharpness=0.2, circularity=0.2, solidity=0.5, polarity="dark", width_um=1.0,
+             diameter_um=30.0, cnr=5.0, jaggedness=0.3)
+    assert classify_logistic(f, model) == "scratch"
+    assert classify_logistic(f, model, {"crack": 0.7}) == "crack", "0.6 behind: the offset decides"
+    assert classify_logistic(f, model, {"crack": 0.5}) == "scratch"
+    _check_trees_offsets(f)
+    with pytest.raises(Exception, match="unknown classes"):
+        ClassificationParams.model_validate({**CP.model_dump(exclude={"trees", "logistic"}),
+                                             "class_score_offsets": {"cracks": 1.0}})
+
+
+def _check_trees_offsets(f):
+    """The shipped deep trees' decision with and without the shipped offsets differ only by the offsets."""
+    from dscope.inspection.classify import classify_trees
+    trees = CFG.classification_for("deep_inspection").trees
+    sc = trees.scores(feature_vector(f))
+    plain = classify_trees(f, trees)
+    assert plain == trees.classes[int(np.argmax(sc))]
+    huge = classify_trees(f, trees, {"pit": 1e6})
+    assert huge == "pit"
+    assert classify_trees(f, trees, {plain: -1e6}) != plain

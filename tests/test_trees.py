@@ -165,3 +165,21 @@ def test_a_trees_file_on_other_features_is_rejected(tmp_path, config_data):
         parse_config(data, str(tmp_path / "cfg.json"))
     assert ei.value.code == "config_invalid"
     assert "classification.trees_model" in ei.value.message and "features must be" in ei.value.message
+
+
+def test_training_reads_a_config_whose_models_no_longer_match_the_features(tmp_path):
+    # after a feature change the shipped models are invalid; training must not need them
+    from train_classifier import config_without_models
+
+    from dscope.config import default_config_path
+
+    data = json.loads(default_config_path().read_text())
+    data["classification"]["logistic"]["features"] = data["classification"]["logistic"]["features"][:-1]
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="features must be"):
+        load_config(p)
+    cfg = config_without_models(p)
+    assert cfg.classification.classifier == "rules" and cfg.classification.logistic is None
+    for name in cfg.profiles:
+        assert cfg.classification_for(name).trees is None

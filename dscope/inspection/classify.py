@@ -47,7 +47,7 @@ CLASS_LETTERS = {"scratch": "S", "pit": "P", "chip": "H", "crack": "K", "contami
 LOGISTIC_FEATURES: tuple[str, ...] = (
     "log_elongation", "log_aspect_ratio", "solidity", "log_tortuosity", "log_branch_points", "circularity",
     "sharpness", "touches_edge", "outside_fraction", "dark", "log_length_um", "log_width_um", "log_diameter_um",
-    "log_cnr",
+    "log_cnr", "log_jaggedness",
 )
 
 
@@ -59,6 +59,7 @@ def feature_vector(f: dict) -> list[float]:
         math.log1p(float(f["branch_points"])), float(f["circularity"]), float(f["sharpness"]),
         float(bool(f["touches_edge"])), float(f["outside_fraction"]), float(f["polarity"] == "dark"),
         lg(f["length_um"]), lg(f["width_um"]), lg(f["diameter_um"]), lg(f["cnr"]),
+        math.log(max(float(f.get("jaggedness", 0.0)), 0.01)),
     ]
 
 
@@ -87,15 +88,23 @@ class LogisticModel(StrictModel):
         return self
 
 
-def classify_trees(f: dict, model: TreeEnsemble) -> str:
-    """Class with the highest boosted-trees score (the trees' features must be :data:`LOGISTIC_FEATURES`)."""
-    return model.predict(feature_vector(f))
+def _offsets(classes: list[str], offsets: dict[str, float] | None) -> np.ndarray:
+    return np.array([float((offsets or {}).get(c, 0.0)) for c in classes])
 
 
-def classify_logistic(f: dict, model: LogisticModel) -> str:
-    """Class with the highest logistic score."""
+def classify_trees(f: dict, model: TreeEnsemble, offsets: dict[str, float] | None = None) -> str:
+    """Class with the highest boosted-trees score (the trees' features must be :data:`LOGISTIC_FEATURES`).
+
+    ``offsets`` (class -> log-odds) are added to the scores first (a cost-sensitive decision).
+    """
+    sc = np.asarray(model.scores(feature_vector(f)), np.float64).ravel() + _offsets(model.classes, offsets)
+    return model.classes[int(np.argmax(sc))]
+
+
+def classify_logistic(f: dict, model: LogisticModel, offsets: dict[str, float] | None = None) -> str:
+    """Class with the highest logistic score (plus ``offsets``, class -> log-odds)."""
     z = (np.asarray(feature_vector(f)) - np.asarray(model.mean)) / np.asarray(model.std)
-    logits = z @ np.asarray(model.weights) + np.asarray(model.bias)
+    logits = z @ np.asarray(model.weights) + np.asarray(model.bias) + _offsets(model.classes, offsets)
     return model.classes[int(np.argmax(logits))]
 
 
@@ -118,6 +127,10 @@ class ClassificationParams(StrictModel):
     min_noise_sigma: float = Field(gt=0, description="floor of the local noise used for contrast-to-noise")
     min_cnr: float = Field(ge=0, description="defects below this contrast-to-noise against their own local "
                            "background are not reported (haze, mottling); not applied on the cladding edge band")
+    class_score_offsets: dict[str, float] = Field(default_factory=dict, description="class -> log-odds added "
+                                                  "to the learnt classifier's scores before the decision "
+                                                  "(cost-sensitive: a crack reported as a scratch passes a "
+                                                  "connector that must fail, the reverse only costs a re-clean)")
     shading_min_diameter_um: float = Field(default=0.0, ge=0, description="shading gate: a faint region "
                                            "(contrast-to-noise under shading_max_cnr) at least this wide that none "
                                            "of shading_methods supports (mean strength under shading_max_support) is "
@@ -170,6 +183,14 @@ class ClassificationParams(StrictModel):
         min_length=2, description="[detection score, share real] knots; confidence = piecewise-linear interpolation"
     )
 
+    @field_validator("class_score_offsets")
+    @classmethod
+    def _known_classes(cls, v):
+        unknown = sorted(set(v) - set(CLASS_LETTERS))
+        if unknown:
+            raise ValueError(f"unknown classes {unknown}; classes are {sorted(CLASS_LETTERS)}")
+        return v
+
     @field_validator("confidence_calibration")
     @classmethod
     def _monotone(cls, v):
@@ -214,7 +235,7 @@ def _neighbour_count(s: np.ndarray) -> np.ndarray:
 def _skeleton_features(
     mask: np.ndarray, A: np.ndarray, smooth_px: float, max_halfwidth_px: float = 0.0
 ) -> tuple[float, float, int, np.ndarray]:
-    """Skeleton length (circular frame), tortuosity, branch count, skeleton mask.
+    """Skeleton length (circular frame), tortuosity, branch count, skeleton mask, jaggedness.
 
     Length counts 4-neighbour steps and only those diagonal steps that are not
     the hypotenuse of an L (so staircases are not counted twice).  Branch
@@ -235,7 +256,7 @@ def _skeleton_features(
         half_w /= f
     skel = cv2.ximgproc.thinning(m8 * 255) > 0
     if not skel.any():
-        return 0.0, 1.0, 0, skel
+        return 0.0, 1.0, 0, skel, 0.0
     # prune spurs shorter than the half-width: peel end pixels k times, then regrow the kept ends
     k = int(math.ceil(half_w))
     pruned = skel.copy()
@@ -276,7 +297,40 @@ def _skeleton_features(
         pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
         d = float(np.sqrt(((pts.max(0) - pts.min(0)) ** 2).sum())) if pts.shape[0] > 1 else 0.0
     tort = length / d if d > 0 else 1.0
-    return float(length), max(float(tort), 1.0), branches, skel
+    return float(length), max(float(tort), 1.0), branches, skel, _jaggedness(skel, A, 2.0 * half_w)
+
+
+def _jaggedness(skel: np.ndarray, A: np.ndarray, width_px: float) -> float:
+    """How far a line's skeleton strays from a smooth curve, in line widths.
+
+    The skeleton (mapped by ``A`` to the circular frame) is fitted with a
+    parabola along its principal axis; the RMS distance of its pixels from it,
+    over ``max(width_px, 1)``, is returned.  A straight or bowed scratch lies
+    on the parabola within the pixel grid (~0.3 px); a crack's kinks and
+    branches leave it.  Fewer than 6 skeleton pixels: 0.
+
+    Examples
+    --------
+    >>> sk = np.zeros((9, 40), bool); sk[4, 2:38] = True
+    >>> _jaggedness(sk, np.eye(2), 1.0) < 0.05
+    True
+    >>> zz = np.zeros((9, 40), bool); xs = np.arange(2, 38); zz[np.where((xs // 6) % 2, 2, 6), xs] = True
+    >>> _jaggedness(zz, np.eye(2), 1.0) > 1.0
+    True
+    """
+    ys, xs = np.nonzero(skel)
+    if xs.size < 6:
+        return 0.0
+    pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
+    pts -= pts.mean(0)
+    _, _, vt = np.linalg.svd(pts, full_matrices=False)
+    u, v = pts @ vt[0], pts @ vt[1]
+    span = float(np.ptp(u))
+    if span <= 0:
+        return 0.0
+    coef = np.polyfit(u / span, v, 2)
+    resid = v - np.polyval(coef, u / span)
+    return float(np.sqrt(np.mean(resid * resid)) / max(width_px, 1.0))
 
 
 def calibrate_confidence(score: float, table: list[tuple[float, float]]) -> float:
@@ -391,9 +445,9 @@ def classify(f: dict, params: ClassificationParams) -> str:
     'pit'
     """
     if params.classifier == "trees" and params.trees is not None:
-        cls = classify_trees(f, params.trees)
+        cls = classify_trees(f, params.trees, params.class_score_offsets)
     elif params.classifier == "logistic" and params.logistic is not None:
-        cls = classify_logistic(f, params.logistic)
+        cls = classify_logistic(f, params.logistic, params.class_score_offsets)
     else:
         return classify_features(f, params)
     if params.logistic_shape_guard and not shape_allows(cls, f, params):
@@ -549,7 +603,8 @@ def characterize(
             orientation = float((eang if ew >= eh else eang + 90.0) % 180.0)
         else:
             orientation = 0.0
-        skel_len, tort, branches, skel = _skeleton_features(m, A, params.skeleton_smooth_px, params.skeleton_max_halfwidth_px)
+        skel_len, tort, branches, skel, jag = _skeleton_features(
+            m, A, params.skeleton_smooth_px, params.skeleton_max_halfwidth_px)
         skel_len_ext = skel_len + ext
         elongation = skel_len_ext * skel_len_ext / max(area_n, 1e-6)
         # cross-section width: integrated contrast / (depth x length)
@@ -589,7 +644,7 @@ def characterize(
         to_um = um if um else 1.0 / ppu  # without a scale: the zoning scale (features only)
         length_um = skel_len_ext * to_um
         feats = dict(
-            elongation=float(elongation), tortuosity=float(tort), branch_points=int(branches),
+            elongation=float(elongation), tortuosity=float(tort), branch_points=int(branches), jaggedness=float(jag),
             touches_edge=touches, outside_fraction=outside_fraction, sharpness=sharpness,
             circularity=circularity, solidity=solidity, aspect_ratio=aspect, polarity=cand.polarity,
             length_um=float(length_um),
