@@ -306,12 +306,11 @@ def test_particle_across_the_cladding_boundary_is_judged_on_each_side_on_a_regre
     # benchmark seed 89, frame 192: a 57 um bright particle over the boundary of a dark fiber: clear on the
     # glass, faint against the textured ferrule; judged on its whole ring (contrast-to-noise 1.8) it was dropped
     from dscope.runner import RunSettings, inspect_array
-    from test_detect import benchmark_frame
+    from test_detect import benchmark_frame, defects_near
     spec, img, truth = benchmark_frame(89, 192)
     t = next(d for d in truth.defects if d.type == "contamination")
     doc = inspect_array(img, RunSettings.create(CFG, fiber_type=spec.fiber_type, profile="deep_inspection"))
-    near = [d for d in doc["defects"] if np.hypot(d["centroid_px"][0] - t.centroid_px[0],
-                                                  d["centroid_px"][1] - t.centroid_px[1]) < 30]
+    near = defects_near(doc, t, 30)
     assert near and near[0]["type"] == "contamination" and near[0]["diameter_um"] > 0.6 * t.diameter_um
     assert doc["status"] == "FAIL"
     assert any(near[0]["id"] in v["defect_ids"] and v["zone"] == "cladding" for v in doc["violations"])

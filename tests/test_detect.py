@@ -526,6 +526,12 @@ def benchmark_frame(seed: int, index: int):
     return spec, img, truth
 
 
+def defects_near(doc: dict, truth_defect, radius_px: float) -> list[dict]:
+    """Reported defects of result ``doc`` whose centroid lies within ``radius_px`` of a truth defect's."""
+    tx, ty = truth_defect.centroid_px
+    return [d for d in doc["defects"] if np.hypot(d["centroid_px"][0] - tx, d["centroid_px"][1] - ty) < radius_px]
+
+
 # ---- line linking --------------------------------------------------------------------------------
 def _pieces(shape=(60, 200), segs=((10, 60), (75, 130)), row=30, dy=0, half_width=1):
     """Label map of horizontal bar pieces ``segs`` (x ranges) on ``row`` (the second shifted by ``dy``)."""
@@ -582,8 +588,7 @@ def test_faint_scratch_found_in_fragments_is_one_scratch_on_a_regression_frame()
     spec, img, truth = benchmark_frame(101, 46)
     t = next(d for d in truth.defects if d.type == "scratch")
     doc = inspect_array(img, RunSettings.create(CFG, fiber_type=spec.fiber_type, profile="deep_inspection"))
-    near = [d for d in doc["defects"] if np.hypot(d["centroid_px"][0] - t.centroid_px[0],
-                                                  d["centroid_px"][1] - t.centroid_px[1]) < 40]
+    near = defects_near(doc, t, 40)
     assert len(near) == 1 and near[0]["type"] == "scratch", [(d["type"], d["centroid_px"]) for d in near]
     assert near[0]["length_um"] > 0.5 * t.length_um
     # without linking the same frame reports the pieces
@@ -592,6 +597,5 @@ def test_faint_scratch_found_in_fragments_is_one_scratch_on_a_regression_frame()
     cfg_off = CFG.model_copy(update={"profiles": {**CFG.profiles, "deep_inspection": prof.model_copy(
         update={"detection": det_off})}})
     doc_off = inspect_array(img, RunSettings.create(cfg_off, fiber_type=spec.fiber_type, profile="deep_inspection"))
-    near_off = [d for d in doc_off["defects"] if np.hypot(d["centroid_px"][0] - t.centroid_px[0],
-                                                          d["centroid_px"][1] - t.centroid_px[1]) < 40]
+    near_off = defects_near(doc_off, t, 40)
     assert len(near_off) > 1
