@@ -289,3 +289,33 @@ def test_regression_frames_localize_the_cladding(case, deep):
     g = _loc(img, t, deep)
     assert _center_err(g, t) < 1.5, case["note"]
     assert abs(g.cladding_radius_px / t.cladding_radius_px - 1) < case.get("radius_tol", 0.035), case["note"]
+
+
+def _coarse_texture_frame():
+    # grading benchmark seed 131, frame 98: glass and ferrule of the same grey, a thin dark rim line and a coarse
+    # ferrule texture; the texture broke every edge contour of the cladding ("no circular edge candidate")
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_detect import benchmark_frame
+
+    _, img, truth = benchmark_frame(131, 98)
+    return img, truth
+
+
+@pytest.mark.parametrize("profile", ["fast_scan", "deep_inspection"])
+def test_fiber_on_a_coarse_ferrule_texture_of_its_own_grey_is_found(profile):
+    img, truth = _coarse_texture_frame()
+    g = _loc(img, truth, LocalizationParams.model_validate(_section(profile)))
+    assert _center_err(g, truth) < 1.0
+    assert abs(g.cladding_radius_px - truth.cladding_radius_px) < 0.01 * truth.cladding_radius_px
+
+
+def test_median_retry_finds_the_fiber_the_texture_hid_from_the_first_pass(deep):
+    img, truth = _coarse_texture_frame()
+    assert deep.texture_retry_median_px >= 3
+    g = _loc(img, truth, deep)
+    assert g.method.endswith("+texture_retry") and g.diagnostics["texture_retry_median_px"] == deep.texture_retry_median_px
+    with pytest.raises(LocalizationError) as exc:
+        _loc(img, truth, deep.model_copy(update={"texture_retry_median_px": 0}))
+    assert exc.value.details["reason"] == "no_candidate"

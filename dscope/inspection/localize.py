@@ -37,6 +37,7 @@ circle: :class:`dscope.errors.LocalizationError` (code ``localization_failed``).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Literal
 
 import cv2
@@ -147,6 +148,14 @@ class LocalizationParams(StrictModel):
     hough_edge_snr: float = Field(gt=0, description="param1 = max(hough_param1_min, hough_edge_snr * Scharr noise std)")
     hough_param2: float = Field(gt=0, le=1, description="circle 'perfectness' threshold of HOUGH_GRADIENT_ALT")
     hough_max_candidates: int = Field(ge=1, le=100, description="Hough circles kept")
+    texture_retry_median_px: int = Field(default=0, ge=0, le=5, description="when no circular edge candidate "
+                                         "is found, localization runs once more on a median-filtered copy with "
+                                         "this aperture (odd, 3 or 5; 0 = off): a coarse ferrule texture breaks "
+                                         "the cladding's edge contours apart where the glass and the ferrule "
+                                         "are of the same grey")
+    texture_retry_min_quality: float = Field(default=0.5, ge=0, le=1, description="the retry's fiber is kept "
+                                             "only with at least this quality (smoothed texture of a fiber-free "
+                                             "frame yields weak circles)")
     max_edge_density: float = Field(
         gt=0, le=1, description="share of Canny edge pixels above which the frame is edge-saturated (noise) and Hough is skipped"
     )
@@ -1338,6 +1347,25 @@ def localize_fiber(
     >>> round(g.cladding_radius_px)  # doctest: +SKIP
     80
     """
+    try:
+        return _localize_once(gray, params, core_to_cladding_ratio=core_to_cladding_ratio, graded_index=graded_index)
+    except LocalizationError as exc:
+        k = params.texture_retry_median_px
+        arr = np.asarray(gray)
+        if k < 3 or exc.details.get("reason") != "no_candidate" or arr.dtype not in (np.uint8, np.uint16, np.float32):
+            raise
+        smooth = cv2.medianBlur(np.ascontiguousarray(arr), k | 1)
+        geo = _localize_once(smooth, params, core_to_cladding_ratio=core_to_cladding_ratio, graded_index=graded_index)
+        if geo.quality < params.texture_retry_min_quality:
+            raise exc from None  # a weak circle in smoothed texture (a blank ferrule) is no fiber
+        return replace(geo, method=geo.method + "+texture_retry",
+                       diagnostics={**geo.diagnostics, "texture_retry_median_px": k | 1})
+
+
+def _localize_once(
+    gray: np.ndarray, params: LocalizationParams, *, core_to_cladding_ratio: float | None, graded_index: bool,
+) -> FiberGeometry:
+    """One localization attempt on ``gray`` (see :func:`localize_fiber`)."""
     arr = np.asarray(gray)
     if arr.ndim != 2:
         raise ImageError("unsupported_format", f"localization needs a 2-D grey image, got shape {arr.shape}")
