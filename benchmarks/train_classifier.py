@@ -43,9 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detection import contour_object, match, truth_geometry, truth_zone_masks  # noqa: E402
 
 from dscope.config import default_config_path, parse_config  # noqa: E402
+from dscope.errors import ConfigError  # noqa: E402
 from dscope.inspection.classify import LOGISTIC_FEATURES, feature_vector  # noqa: E402
 from dscope.inspection.tiers import characterize_tiers, detect_tiered  # noqa: E402
 from dscope.inspection.types import DEFECT_TYPES, Scale  # noqa: E402
+from dscope.jsonio import read_json_file  # noqa: E402
 from dscope.synth import random_spec, render  # noqa: E402
 
 SCENARIOS = ("mixed", "scratch", "pit", "chip", "crack", "contamination")
@@ -58,7 +60,7 @@ def config_without_models(config=None):
     (their feature lists no longer match): training must not need them.
     """
     p = Path(config) if config else default_config_path()
-    data = json.loads(p.read_text())
+    data = read_json_file(p, ConfigError, "config_invalid", what="config file")
     sections = [data.get("classification", {})] + [pr for pr in data.get("profiles", {}).values()]
     for sec in sections:
         for key in ("logistic", "trees_model"):

@@ -234,7 +234,7 @@ def _neighbour_count(s: np.ndarray) -> np.ndarray:
 
 def _skeleton_features(
     mask: np.ndarray, A: np.ndarray, smooth_px: float, max_halfwidth_px: float = 0.0
-) -> tuple[float, float, int, np.ndarray]:
+) -> tuple[float, float, int, np.ndarray, float]:
     """Skeleton length (circular frame), tortuosity, branch count, skeleton mask, jaggedness.
 
     Length counts 4-neighbour steps and only those diagonal steps that are not
