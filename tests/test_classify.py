@@ -345,6 +345,54 @@ def test_crack_is_more_jagged_than_a_scratch_of_the_same_size():
     assert got["crack"].features["jaggedness"] > 2 * got["scratch"].features["jaggedness"]
 
 
+
+def _drawn_line(points, shape=(90, 220), width_px=2, contrast=20.0, noise=2.0, seed=0):
+    """A line of ``contrast`` over a polyline (anti-aliased, blurred like optics) plus seeded noise."""
+    import cv2
+    img = np.zeros(shape, np.float32)
+    cv2.polylines(img, [np.rint(points).astype(np.int32).reshape(-1, 1, 2)], False, contrast, width_px, cv2.LINE_AA)
+    img = cv2.GaussianBlur(img, (0, 0), 0.8)
+    return img + np.random.default_rng(seed).normal(0, noise, shape).astype(np.float32)
+
+
+def test_orientation_deviation_separates_kinked_lines_from_straight_and_bowed_ones_in_noise():
+    import cv2
+    from dscope.inspection.classify import _orientation_deviation
+    xs = np.arange(15, 205, dtype=float)
+    r = (95.0 ** 2 + 18.0 ** 2) / 36.0  # circular arc, sagitta 18 px over 190 px
+    courses = {"straight": np.stack([xs, 45 + 0.2 * (xs - 110)], 1),
+               "bowed": np.stack([xs, 27 + r - np.sqrt(r * r - (xs - 110.0) ** 2)], 1)}
+    rng = np.random.default_rng(5)  # crack-like walk: 12 segments, heading turns ~N(0, 0.45 rad)
+    heads = np.cumsum(rng.normal(0, 0.45, 12)) * 0.5 + rng.normal(0, 0.45, 12)
+    seg = 190.0 / 12
+    pts = np.concatenate([[[15.0, 45.0]], [15.0, 45.0] + np.cumsum(np.stack([np.cos(heads), np.sin(heads)], 1) * seg, 0)])
+    courses["kinked"] = pts
+    dev = {}
+    for name, pts in courses.items():
+        devs = []
+        for seed in range(3):
+            img = _drawn_line(pts, seed=seed)
+            mask = cv2.GaussianBlur(img, (0, 0), 1.5) > 6.0  # a detection mask wider than the line
+            skel = cv2.ximgproc.thinning(mask.astype(np.uint8) * 255) > 0
+            devs.append(_orientation_deviation(skel, img, np.eye(2), 1.0))
+        dev[name] = max(devs) if name != "kinked" else min(devs)
+    assert dev["straight"] < 10 and dev["bowed"] < 12, dev
+    assert dev["kinked"] > 1.8 * max(dev["straight"], dev["bowed"]), dev
+    skel = np.zeros((90, 220), bool)
+    skel[45, 100:104] = True
+    assert _orientation_deviation(skel, np.zeros((90, 220), np.float32), np.eye(2), 1.0) == 0.0, "too short"
+
+
+def test_crack_turns_more_than_a_scratch_of_the_same_size():
+    specs = [DefectSpec("crack", zone="cladding", size_um=45, width_um=1.0, contrast=35, branches=0,
+                        radius_um=30, angle_deg=200),
+             DefectSpec("scratch", zone="cladding", size_um=45, width_um=1.0, contrast=35, radius_um=30,
+                        angle_deg=20, curvature=0.08)]
+    defs, t, _ = measure(specs, seed=28)
+    got = {td.type: matching(defs, t, td.id) for td in t.defects}
+    assert got["crack"] is not None and got["scratch"] is not None
+    assert got["crack"].features["orientation_dev_deg"] > 2 * got["scratch"].features["orientation_dev_deg"]
+
 def test_class_score_offsets_shift_only_close_decisions_and_reject_unknown_classes():
     from dscope.inspection.classify import classify_logistic
     # a two-feature-free model: logits = bias; scratch 1.0 ahead of crack
@@ -356,7 +404,7 @@ def test_class_score_offsets_shift_only_close_decisions_and_reject_unknown_class
     model = LogisticModel.model_validate({**data, "weights": [[0.0] * nc for _ in range(nf)], "bias": bias})
     f = dict(elongation=20.0, aspect_ratio=8.0, length_um=30.0, tortuosity=1.05, branch_points=0, touches_edge=False,
              outside_fraction=0.0, sharpness=0.2, circularity=0.2, solidity=0.5, polarity="dark", width_um=1.0,
-             diameter_um=30.0, cnr=5.0, jaggedness=0.3)
+             diameter_um=30.0, cnr=5.0, jaggedness=0.3, orientation_dev_deg=10.0)
     assert classify_logistic(f, model) == "scratch"
     assert classify_logistic(f, model, {"crack": 0.7}) == "crack", "0.6 behind: the offset decides"
     assert classify_logistic(f, model, {"crack": 0.5}) == "scratch"

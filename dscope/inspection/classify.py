@@ -47,7 +47,7 @@ CLASS_LETTERS = {"scratch": "S", "pit": "P", "chip": "H", "crack": "K", "contami
 LOGISTIC_FEATURES: tuple[str, ...] = (
     "log_elongation", "log_aspect_ratio", "solidity", "log_tortuosity", "log_branch_points", "circularity",
     "sharpness", "touches_edge", "outside_fraction", "dark", "log_length_um", "log_width_um", "log_diameter_um",
-    "log_cnr", "log_jaggedness",
+    "log_cnr", "log_jaggedness", "orientation_dev",
 )
 
 
@@ -60,6 +60,7 @@ def feature_vector(f: dict) -> list[float]:
         float(bool(f["touches_edge"])), float(f["outside_fraction"]), float(f["polarity"] == "dark"),
         lg(f["length_um"]), lg(f["width_um"]), lg(f["diameter_um"]), lg(f["cnr"]),
         math.log(max(float(f.get("jaggedness", 0.0)), 0.01)),
+        float(f.get("orientation_dev_deg", 0.0)) / 90.0,
     ]
 
 
@@ -143,6 +144,8 @@ class ClassificationParams(StrictModel):
     shading_max_support: float = Field(default=0.1, ge=0, le=1, description="mean strength under which a "
                                        "method does not support the region")
     skeleton_smooth_px: float = Field(gt=0, le=3, description="polygon tolerance smoothing the skeleton before its length")
+    orientation_sigma_px: float = Field(default=1.0, gt=0, le=3, description="Gaussian scale of the Hessian "
+                                        "giving a line's local direction (orientation_dev_deg feature)")
     skeleton_max_halfwidth_px: float = Field(default=0.0, ge=0, le=50, description="regions wider than twice "
                                              "this are thinned on a binned mask (bounded cost; 0 = never)")
     line_min_elongation: float = Field(gt=1, description="skeleton_length^2 / area at which a defect is line-like")
@@ -331,6 +334,58 @@ def _jaggedness(skel: np.ndarray, A: np.ndarray, width_px: float) -> float:
     coef = np.polyfit(u / span, v, 2)
     resid = v - np.polyval(coef, u / span)
     return float(np.sqrt(np.mean(resid * resid)) / max(width_px, 1.0))
+
+
+def _orientation_deviation(skel: np.ndarray, res: np.ndarray, A: np.ndarray, sigma_px: float) -> float:
+    """RMS angle (degrees) between a line's local ridge direction and its smooth fitted course.
+
+    The local direction at every skeleton pixel is that of the Hessian of the
+    smoothed contrast patch ``res`` (defect positive): the eigenvector of its
+    larger eigenvalue, i.e. along the ridge.  The smooth course is the
+    parabola fitted to the skeleton along its principal axis (circular frame,
+    ``A``), as in :func:`_jaggedness`.  A straight or bowed scratch follows its
+    parabola (deviation from noise only); a crack's segments turn by tens of
+    degrees at every kink even where the detected mask is too wide for its
+    skeleton to show them.  ``skel`` may be coarser than ``res`` (binned
+    wide region): ``res`` is resampled to it.  Fewer than 6 skeleton pixels: 0.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:21, 0:60].astype(np.float32)
+    >>> line = np.exp(-((yy - 10) ** 2) / 2.0)
+    >>> sk = np.zeros((21, 60), bool); sk[10, 5:55] = True
+    >>> _orientation_deviation(sk, line, np.eye(2), 1.0) < 1.0
+    True
+    >>> zz = np.where((xx // 10) % 2 == 0, 6 + (xx % 10), 16 - (xx % 10))  # zig-zag, 45 degree segments
+    >>> zig = np.exp(-((yy - zz) ** 2) / 2.0).astype(np.float32)
+    >>> skz = np.zeros((21, 60), bool); skz[zz[0, 5:55].astype(int), np.arange(5, 55)] = True
+    >>> _orientation_deviation(skz, zig, np.eye(2), 1.0) > 25.0
+    True
+    """
+    ys, xs = np.nonzero(skel)
+    if xs.size < 6:
+        return 0.0
+    r = res.astype(np.float32)
+    if r.shape != skel.shape:
+        r = cv2.resize(r, (skel.shape[1], skel.shape[0]), interpolation=cv2.INTER_AREA)
+    sm = cv2.GaussianBlur(r, (0, 0), sigma_px)
+    hxx = cv2.Sobel(sm, cv2.CV_32F, 2, 0, ksize=3)[ys, xs]
+    hyy = cv2.Sobel(sm, cv2.CV_32F, 0, 2, ksize=3)[ys, xs]
+    hxy = cv2.Sobel(sm, cv2.CV_32F, 1, 1, ksize=3)[ys, xs]
+    theta = 0.5 * np.arctan2(2.0 * hxy, hxx - hyy)  # direction of the larger eigenvalue: along a ridge
+    d = A @ np.stack([np.cos(theta), np.sin(theta)]).astype(np.float64)
+    pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
+    pts -= pts.mean(0)
+    _, _, vt = np.linalg.svd(pts, full_matrices=False)
+    u = pts @ vt[0]
+    span = float(np.ptp(u))
+    if span <= 0:
+        return 0.0
+    c2, c1, _ = np.polyfit(u / span, pts @ vt[1], 2)
+    tangent = np.arctan((2.0 * c2 * (u / span) + c1) / span)
+    local = np.arctan2(vt[1] @ d, vt[0] @ d)
+    dev = (local - tangent + np.pi / 2) % np.pi - np.pi / 2  # line directions: modulo 180 degrees
+    return float(np.degrees(np.sqrt(np.mean(dev * dev))))
 
 
 def calibrate_confidence(score: float, table: list[tuple[float, float]]) -> float:
@@ -606,6 +661,7 @@ def characterize(
         skel_len, tort, branches, skel, jag = _skeleton_features(
             m, A, params.skeleton_smooth_px, params.skeleton_max_halfwidth_px)
         skel_len_ext = skel_len + ext
+        orient_dev = _orientation_deviation(skel, res, A, params.orientation_sigma_px)
         elongation = skel_len_ext * skel_len_ext / max(area_n, 1e-6)
         # cross-section width: integrated contrast / (depth x length)
         prof_mask = (cv2.dilate(m8, k_prof) > 0) & ~others
@@ -645,6 +701,7 @@ def characterize(
         length_um = skel_len_ext * to_um
         feats = dict(
             elongation=float(elongation), tortuosity=float(tort), branch_points=int(branches), jaggedness=float(jag),
+            orientation_dev_deg=float(orient_dev),
             touches_edge=touches, outside_fraction=outside_fraction, sharpness=sharpness,
             circularity=circularity, solidity=solidity, aspect_ratio=aspect, polarity=cand.polarity,
             length_um=float(length_um),
