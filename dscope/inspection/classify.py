@@ -303,6 +303,28 @@ def _skeleton_features(
     return float(length), max(float(tort), 1.0), branches, skel, _jaggedness(skel, A, 2.0 * half_w)
 
 
+def _skeleton_parabola(skel: np.ndarray, A: np.ndarray):
+    """Parabola fitted to a skeleton along its principal axis, in the circular frame (``A``).
+
+    Returns ``(vt, s, v, span, coef)``: the principal axes (rows of ``vt``),
+    every pixel's position along the first axis over the span (``s``) and
+    across it (``v``), the span, and ``v ~ polyval(coef, s)`` (degree 2);
+    ``None`` for fewer than 6 pixels or a zero span.  Pixels are those of
+    ``np.nonzero(skel)``, in that order.
+    """
+    ys, xs = np.nonzero(skel)
+    if xs.size < 6:
+        return None
+    pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
+    pts -= pts.mean(0)
+    _, _, vt = np.linalg.svd(pts, full_matrices=False)
+    u, v = pts @ vt[0], pts @ vt[1]
+    span = float(np.ptp(u))
+    if span <= 0:
+        return None
+    return vt, u / span, v, span, np.polyfit(u / span, v, 2)
+
+
 def _jaggedness(skel: np.ndarray, A: np.ndarray, width_px: float) -> float:
     """How far a line's skeleton strays from a smooth curve, in line widths.
 
@@ -321,18 +343,11 @@ def _jaggedness(skel: np.ndarray, A: np.ndarray, width_px: float) -> float:
     >>> _jaggedness(zz, np.eye(2), 1.0) > 1.0
     True
     """
-    ys, xs = np.nonzero(skel)
-    if xs.size < 6:
+    fit = _skeleton_parabola(skel, A)
+    if fit is None:
         return 0.0
-    pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
-    pts -= pts.mean(0)
-    _, _, vt = np.linalg.svd(pts, full_matrices=False)
-    u, v = pts @ vt[0], pts @ vt[1]
-    span = float(np.ptp(u))
-    if span <= 0:
-        return 0.0
-    coef = np.polyfit(u / span, v, 2)
-    resid = v - np.polyval(coef, u / span)
+    _, s, v, _, coef = fit
+    resid = v - np.polyval(coef, s)
     return float(np.sqrt(np.mean(resid * resid)) / max(width_px, 1.0))
 
 
@@ -343,7 +358,7 @@ def _orientation_deviation(skel: np.ndarray, res: np.ndarray, A: np.ndarray, sig
     smoothed contrast patch ``res`` (defect positive): the eigenvector of its
     larger eigenvalue, i.e. along the ridge.  The smooth course is the
     parabola fitted to the skeleton along its principal axis (circular frame,
-    ``A``), as in :func:`_jaggedness`.  A straight or bowed scratch follows its
+    ``A``; :func:`_skeleton_parabola`, as for :func:`_jaggedness`).  A straight or bowed scratch follows its
     parabola (deviation from noise only); a crack's segments turn by tens of
     degrees at every kink even where the detected mask is too wide for its
     skeleton to show them.  ``skel`` may be coarser than ``res`` (binned
@@ -362,27 +377,22 @@ def _orientation_deviation(skel: np.ndarray, res: np.ndarray, A: np.ndarray, sig
     >>> _orientation_deviation(skz, zig, np.eye(2), 1.0) > 25.0
     True
     """
-    ys, xs = np.nonzero(skel)
-    if xs.size < 6:
+    fit = _skeleton_parabola(skel, A)
+    if fit is None:
         return 0.0
+    vt, s, _, span, (c2, c1, _) = fit
+    ys, xs = np.nonzero(skel)
     r = res.astype(np.float32)
     if r.shape != skel.shape:
         r = cv2.resize(r, (skel.shape[1], skel.shape[0]), interpolation=cv2.INTER_AREA)
     sm = cv2.GaussianBlur(r, (0, 0), sigma_px)
+    # Sobel's 2nd and mixed kernels carry the same factor 4: the angle needs no rescaling of hxy
     hxx = cv2.Sobel(sm, cv2.CV_32F, 2, 0, ksize=3)[ys, xs]
     hyy = cv2.Sobel(sm, cv2.CV_32F, 0, 2, ksize=3)[ys, xs]
     hxy = cv2.Sobel(sm, cv2.CV_32F, 1, 1, ksize=3)[ys, xs]
     theta = 0.5 * np.arctan2(2.0 * hxy, hxx - hyy)  # direction of the larger eigenvalue: along a ridge
     d = A @ np.stack([np.cos(theta), np.sin(theta)]).astype(np.float64)
-    pts = (A @ np.stack([xs, ys]).astype(np.float64)).T
-    pts -= pts.mean(0)
-    _, _, vt = np.linalg.svd(pts, full_matrices=False)
-    u = pts @ vt[0]
-    span = float(np.ptp(u))
-    if span <= 0:
-        return 0.0
-    c2, c1, _ = np.polyfit(u / span, pts @ vt[1], 2)
-    tangent = np.arctan((2.0 * c2 * (u / span) + c1) / span)
+    tangent = np.arctan((2.0 * c2 * s + c1) / span)
     local = np.arctan2(vt[1] @ d, vt[0] @ d)
     dev = (local - tangent + np.pi / 2) % np.pi - np.pi / 2  # line directions: modulo 180 degrees
     return float(np.degrees(np.sqrt(np.mean(dev * dev))))
